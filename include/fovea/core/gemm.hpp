@@ -1,0 +1,98 @@
+#pragma once
+// The one matrix-product seam: every GEMM-shaped op (linear, conv, attention, losses) calls gemm(), so
+// the backend is one choice. Eigen's blocked kernel by default; a BLAS with -DFOVEA_USE_BLAS.
+#include <algorithm>
+#include <Eigen/Core>
+
+#include "fovea/core/context.hpp"
+
+#ifdef FOVEA_USE_BLAS
+extern "C" {
+void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc);
+void cblas_dgemm(int order, int trans_a, int trans_b, int m, int n, int k, double alpha, const double* a,
+                 int lda, const double* b, int ldb, double beta, double* c, int ldc);
+// OpenBLAS only; weak so that another BLAS links too.
+void openblas_set_num_threads(int) __attribute__((weak));
+}
+#endif
+
+namespace fovea {
+namespace detail {
+
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstMatMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using MatMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+
+// Single-threaded C[m, n] = alpha * op(A) op(B) + beta * C. Row-major; op(A) is (m, k), op(B) is (k, n);
+// A is stored (m, k) with stride lda, or (k, m) when trans_a.
+template <class T>
+void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
+                 const T* b, Index ldb, T beta, T* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  MatMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
+  if (beta == T(0)) {
+    C.setZero();
+  } else if (beta != T(1)) {
+    C *= beta;
+  }
+  if (k <= 0) return;
+  const ConstMatMap<T> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+  const ConstMatMap<T> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  if (!trans_a && !trans_b) C.noalias() += alpha * A * B;
+  else if (!trans_a && trans_b) C.noalias() += alpha * A * B.transpose();
+  else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * B;
+  else C.noalias() += alpha * A.transpose() * B.transpose();
+}
+
+}  // namespace detail
+
+// C (m, n) = alpha * op(A) (m, k) * op(B) (k, n) + beta * C; row-major with leading dimensions.
+// Threads split C into row or column panels, one Eigen GEMM each; small products stay on the caller.
+template <class T>
+void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b,
+          Index ldb, T beta, T* c, Index ldc, const Context& ctx = default_context()) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double");
+  if (m <= 0 || n <= 0) return;
+#ifdef FOVEA_USE_BLAS
+  if (openblas_set_num_threads) openblas_set_num_threads(ctx.num_threads());
+  constexpr int kRow = 101, kNo = 111, kTr = 112;
+  if (k > 0) {
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(kRow, trans_a ? kTr : kNo, trans_b ? kTr : kNo, int(m), int(n), int(k), alpha, a, int(lda), b,
+                  int(ldb), beta, c, int(ldc));
+    else
+      cblas_dgemm(kRow, trans_a ? kTr : kNo, trans_b ? kTr : kNo, int(m), int(n), int(k), alpha, a, int(lda), b,
+                  int(ldb), beta, c, int(ldc));
+    return;
+  }
+#endif
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  const int threads = ctx.num_threads();
+  if (threads == 1 || flops < 2e6) {
+    detail::gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Split the longer side of C into whole register-tile multiples so every panel stays efficient.
+  const bool split_rows = m >= n;
+  const Index len = split_rows ? m : n;
+  const Index align = 16;
+  Index parts = std::min<Index>(threads, std::max<Index>(1, len / align));
+  const Index per = ((len + parts - 1) / parts + align - 1) / align * align;
+  parts = (len + per - 1) / per;
+  ctx.parallel_for(parts, [&](Index p) {
+    const Index b0 = p * per, e0 = std::min(len, b0 + per);
+    if (split_rows) {
+      const T* ap = trans_a ? a + b0 : a + b0 * lda;
+      detail::gemm_serial(trans_a, trans_b, e0 - b0, n, k, alpha, ap, lda, b, ldb, beta, c + b0 * ldc, ldc);
+    } else {
+      const T* bp = trans_b ? b + b0 * ldb : b + b0;
+      detail::gemm_serial(trans_a, trans_b, m, e0 - b0, k, alpha, a, lda, bp, ldb, beta, c + b0, ldc);
+    }
+  });
+}
+
+}  // namespace fovea
