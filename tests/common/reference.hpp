@@ -35,9 +35,12 @@ template <class A, class E>
   const Index n = actual.size();
   double scale = 0, worst = -1;
   Index at = 0;
-  for (Index i = 0; i < n; ++i) scale = std::max(scale, std::abs(double(expected.data()[i])));
+  for (Index i = 0; i < n; ++i)
+    if (std::isfinite(double(expected.data()[i]))) scale = std::max(scale, std::abs(double(expected.data()[i])));
   for (Index i = 0; i < n; ++i) {
-    const double d = std::abs(double(actual.data()[i]) - double(expected.data()[i]));
+    const double x = double(actual.data()[i]), y = double(expected.data()[i]);
+    // Equal values (equal infinities too) differ by 0; NaN only matches NaN.
+    const double d = (x == y || (std::isnan(x) && std::isnan(y))) ? 0.0 : std::abs(x - y);
     if (!(d <= worst) ) { worst = d; at = i; }
     if (std::isnan(d)) { worst = d; at = i; break; }
   }
