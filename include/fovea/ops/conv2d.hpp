@@ -1,0 +1,495 @@
+#pragma once
+// conv2d (F.conv2d): zero padding, stride, dilation and groups, PyTorch's NCHW / OIHW layouts.
+//
+// How it runs. Output positions of the whole batch form the columns of one product per group,
+// out[n, o, p] = sum_k weight[o, k] * patch[k, (n, p)], K = C/groups * kH * kW. Columns are cut into tiles
+// small enough that a tile's patch matrix (K x tile, "im2col") stays in the core's L2; each tile is one
+// work item: gather the patches, gemm_serial (weight x patches) straight into the NCHW output, then the
+// epilogue (bias, residual, ReLU) while the tile is still in cache. Items are spread over the Context.
+//   - 1x1, stride 1, padding 0: the input already is the patch matrix, nothing is gathered.
+//   - Small images (7x7, 14x14 in late ResNet stages) put several images in one tile so the product stays
+//     wide; when there are fewer tiles than threads, the output channels are split as well.
+//   - Depthwise (C/groups == 1, any channel multiplier) is a direct loop: its products are 1 x K x P with
+//     K = kH*kW, which no GEMM runs well.
+// Bias is not added afterwards: the output tile is first filled with bias (+ residual) and the product
+// is accumulated onto it (beta = 1), which saves the pass that zeroes C.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fovea/core/context.hpp"
+#include "fovea/core/error.hpp"
+#include "fovea/core/gemm.hpp"
+#include "fovea/core/tensor.hpp"
+
+namespace fovea {
+
+// Options of F.conv2d; every size takes one number or {h, w}:
+//   Conv2dOptions().stride(2).padding({3, 1}).dilation(1).groups(1)
+struct Conv2dOptions {
+  Size2 stride_{1}, padding_{0}, dilation_{1};
+  Index groups_ = 1;
+  Conv2dOptions& stride(Size2 s) {
+    stride_ = s;
+    return *this;
+  }
+  Conv2dOptions& padding(Size2 p) {
+    padding_ = p;
+    return *this;
+  }
+  Conv2dOptions& dilation(Size2 d) {
+    dilation_ = d;
+    return *this;
+  }
+  Conv2dOptions& groups(Index g) {
+    groups_ = g;
+    return *this;
+  }
+};
+
+// One spatial side: floor((in + 2*padding - dilation*(kernel - 1) - 1) / stride) + 1, as ATen computes it.
+// Below 1 when the dilated kernel does not fit in the padded input; throws ShapeError for stride < 1.
+inline Index conv_output_size(Index in, Index kernel, Index stride, Index padding, Index dilation) {
+  if (stride < 1) detail::throw_shape("conv_output_size: expected stride >= 1, but got ", stride);
+  const Index span = in + 2 * padding - dilation * (kernel - 1) - 1;
+  // Floor division, so that a kernel that overhangs by less than a stride still gives 0, not 1.
+  return (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
+}
+
+namespace detail {
+
+// Keeps a parameter out of template deduction, so that nullptr can be passed for bias or residual.
+template <class T>
+struct conv_same {
+  using type = T;
+};
+
+// Sizes of one conv2d call, after the checks. K and P are the GEMM's depth and columns per image.
+struct Conv2dGeometry {
+  Index N, C, H, W;       // input
+  Index O, Cg, kH, kW;    // weight (O, C/groups, kH, kW)
+  Index G, Og;            // groups, output channels per group
+  Index sh, sw, ph, pw, dh, dw;
+  Index OH, OW;
+  Index K() const { return Cg * kH * kW; }
+  Index P() const { return OH * OW; }
+};
+
+// "; input (N, C, H, W), weight (...)[, bias (B)][, stride ..., groups g]": every conv2d message ends so.
+inline std::string conv2d_shapes(const std::array<Index, 4>& in, const std::array<Index, 4>& w, Index bias,
+                                 const Conv2dOptions* opt) {
+  std::string s = cat("; input ", dims_str(in), ", weight ", dims_str(w));
+  if (bias >= 0) s += cat(", bias (", bias, ")");
+  if (opt)
+    s += cat(", stride ", size2_str(opt->stride_), ", padding ", size2_str(opt->padding_), ", dilation ",
+             size2_str(opt->dilation_), ", groups ", opt->groups_);
+  return s;
+}
+
+// input (N, C, H, W), weight (O, C/groups, kH, kW), bias (O) when bias >= 0 (-1: none or unknown size).
+// Every argument is checked before anything runs; the ShapeError names conv2d and the shapes.
+inline Conv2dGeometry conv2d_check(const std::array<Index, 4>& in, const std::array<Index, 4>& w, Index bias,
+                                   const Conv2dOptions& o) {
+  auto shapes = [&](bool with_options) { return conv2d_shapes(in, w, bias, with_options ? &o : nullptr); };
+  // Empty tensors are rejected (PyTorch would return an empty batch): a zero size here is a bug upstream.
+  for (Index d : in)
+    if (d < 1) throw_shape("conv2d: expected every input size >= 1, but got ", dims_str(in), shapes(false));
+  for (Index d : w)
+    if (d < 1) throw_shape("conv2d: expected every weight size >= 1, but got ", dims_str(w), shapes(false));
+  if (o.stride_.h < 1 || o.stride_.w < 1)
+    throw_shape("conv2d: expected stride >= 1, but got ", size2_str(o.stride_), shapes(true));
+  if (o.padding_.h < 0 || o.padding_.w < 0)
+    throw_shape("conv2d: expected padding >= 0, but got ", size2_str(o.padding_), shapes(true));
+  if (o.dilation_.h < 1 || o.dilation_.w < 1)
+    throw_shape("conv2d: expected dilation >= 1, but got ", size2_str(o.dilation_), shapes(true));
+  const Index g = o.groups_;
+  if (g < 1) throw_shape("conv2d: expected groups >= 1, but got ", g, shapes(true));
+  if (in[1] % g != 0)
+    throw_shape("conv2d: expected input channels (", in[1], ") to be divisible by groups (", g, ")", shapes(true));
+  if (w[0] % g != 0)
+    throw_shape("conv2d: expected weight.size(0) (output channels, ", w[0], ") to be divisible by groups (", g, ")",
+                shapes(true));
+  if (w[1] != in[1] / g)
+    throw_shape("conv2d: expected weight.size(1) == input channels / groups (", in[1] / g, "), but got ", w[1],
+                shapes(g != 1));
+  if (bias >= 0 && bias != w[0])
+    throw_shape("conv2d: expected bias.size(0) == weight.size(0) (", w[0], "), but got ", bias, shapes(false));
+  const Index oh = conv_output_size(in[2], w[2], o.stride_.h, o.padding_.h, o.dilation_.h);
+  const Index ow = conv_output_size(in[3], w[3], o.stride_.w, o.padding_.w, o.dilation_.w);
+  if (oh < 1 || ow < 1)
+    throw_shape("conv2d: expected the dilated kernel (", o.dilation_.h * (w[2] - 1) + 1, ", ",
+                o.dilation_.w * (w[3] - 1) + 1, ") to fit in the padded input (", in[2] + 2 * o.padding_.h, ", ",
+                in[3] + 2 * o.padding_.w, "), but the output size would be (", oh, ", ", ow, ")", shapes(true));
+  Conv2dGeometry s;
+  s.N = in[0], s.C = in[1], s.H = in[2], s.W = in[3];
+  s.O = w[0], s.Cg = w[1], s.kH = w[2], s.kW = w[3];
+  s.G = g, s.Og = w[0] / g;
+  s.sh = o.stride_.h, s.sw = o.stride_.w, s.ph = o.padding_.h, s.pw = o.padding_.w;
+  s.dh = o.dilation_.h, s.dw = o.dilation_.w;
+  s.OH = oh, s.OW = ow;
+  return s;
+}
+
+// Output indices [lo, hi) along one side whose input index out*stride + off lands inside [0, in).
+inline void conv_valid_range(Index off, Index stride, Index in, Index out, Index& lo, Index& hi) {
+  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  const Index last = in - 1 - off;
+  hi = last < 0 ? 0 : last / stride + 1;
+  lo = std::min(lo, out);
+  hi = std::max(lo, std::min(hi, out));
+}
+
+// Zeroes the positions of output columns [j0, j1) in every output row, for positions in [pa, pb) of
+// `row` (row[p - p0] is position p). Column by column, so each store is strided: a short contiguous loop
+// here would become a memset call per image row, which dominated im2col on 7x7 images.
+template <class T>
+void conv_zero_columns(T* row, Index p0, Index pa, Index pb, Index OW, Index j0, Index j1) {
+  if (pa >= pb) return;
+  const Index y0 = pa / OW, y1 = (pb - 1) / OW;
+  for (Index j = j0; j < j1; ++j)
+    for (Index oy = y0; oy <= y1; ++oy) {
+      const Index p = oy * OW + j;
+      if (p >= pa && p < pb) row[p - p0] = T(0);
+    }
+}
+
+// src (Cg, H, W) of one image and group -> rows [k0, k1) of the patch matrix for output positions
+// [p0, p1), written to col + k * ldc (column 0 = position p0). Padding reads as zero.
+template <class T>
+void conv_im2col(const Conv2dGeometry& s, const T* src, Index p0, Index p1, Index k0, Index k1, T* col,
+                 Index ldc) {
+  const Index khw = s.kH * s.kW, HW = s.H * s.W;
+  // Stride 1 with OW == W ("same" convs, 1x1): position p reads input element p + off_y * W + off_x, so a
+  // patch row is one shifted copy of the plane, after which the columns that wrapped into the
+  // neighbouring input row are zeroed. 7x7 and 14x14 images then pay no per-row overhead.
+  const bool shifted = s.sw == 1 && s.sh == 1 && s.OW == s.W;
+  for (Index k = k0; k < k1; ++k) {
+    const Index c = k / khw, kh = (k % khw) / s.kW, kw = k % s.kW;
+    const T* plane = src + c * HW;
+    T* row = col + k * ldc;  // row[p - p0] is position p
+    const Index off_x = kw * s.dw - s.pw, off_y = kh * s.dh - s.ph;
+    Index lo, hi, ya, yb;  // output columns / rows whose tap is inside the input
+    conv_valid_range(off_x, s.sw, s.W, s.OW, lo, hi);
+    conv_valid_range(off_y, s.sh, s.H, s.OH, ya, yb);
+    // Rows whose tap row is padding are zero; [pa, pb) are the positions of the other rows.
+    const Index pa = std::min(p1, std::max(p0, ya * s.OW)), pb = std::max(pa, std::min(p1, yb * s.OW));
+    if (pa > p0) std::fill(row, row + (pa - p0), T(0));
+    if (p1 > pb) std::fill(row + (pb - p0), row + (p1 - p0), T(0));
+    if (pa == pb) continue;
+    if (shifted) {
+      const Index shift = off_y * s.W + off_x;
+      // Wrapped columns at the two ends may point outside the plane: clamp, they are zeroed below anyway.
+      const Index a = std::min(pb, std::max(pa, -shift)), b = std::max(a, std::min(pb, HW - shift));
+      std::copy(plane + a + shift, plane + b + shift, row + (a - p0));
+    } else {
+      for (Index oy = pa / s.OW; oy * s.OW < pb; ++oy) {
+        const Index r0 = oy * s.OW;
+        const Index a = std::max(pa, r0 + lo), b = std::min(pb, r0 + hi);
+        if (a >= b) continue;
+        // The tap for (oy, ox) is input column ox * sw + off_x, inside the row for ox in [lo, hi).
+        const T* tap = plane + (oy * s.sh + off_y) * s.W + (a - r0) * s.sw + off_x;
+        T* d = row + (a - p0);
+        if (s.sw == 1) {
+          std::copy(tap, tap + (b - a), d);
+        } else {
+          for (Index j = 0; j < b - a; ++j) d[j] = tap[j * s.sw];
+        }
+      }
+    }
+    conv_zero_columns(row, p0, pa, pb, s.OW, 0, lo);
+    conv_zero_columns(row, p0, pa, pb, s.OW, hi, s.OW);
+  }
+}
+
+// rows x cols block at c (leading dimension ldc) = bias[row] (+ residual block, same layout, ldr).
+template <class T>
+void conv_prefill(T* c, Index ldc, Index rows, Index cols, const T* bias, const T* residual, Index ldr) {
+  for (Index r = 0; r < rows; ++r) {
+    T* d = c + r * ldc;
+    const T b = bias ? bias[r] : T(0);
+    if (residual) {
+      const T* q = residual + r * ldr;
+      for (Index j = 0; j < cols; ++j) d[j] = b + q[j];
+    } else {
+      std::fill(d, d + cols, b);
+    }
+  }
+}
+
+template <class T>
+void conv_relu(T* c, Index ldc, Index rows, Index cols) {
+  for (Index r = 0; r < rows; ++r) {
+    T* d = c + r * ldc;
+    // Written so NaN passes through, as torch.relu does.
+    for (Index j = 0; j < cols; ++j) d[j] = d[j] < T(0) ? T(0) : d[j];
+  }
+}
+
+// Thread-reused scratch: grows to the largest tile this thread has seen and is never shrunk, so the
+// steady state allocates (and page-faults) nothing. One per thread and purpose.
+template <class T, int Slot>
+T* conv_scratch(std::size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// Depthwise and channel-multiplier convs (C/groups == 1): output planes (n, c * m + j), j < m, read only
+// input plane (n, c), which is first copied into a zero-bordered scratch so that no tap needs a bounds
+// check. Output rows are accumulated in blocks that stay in L1, one tap at a time. With stride 1 the
+// block is kept at the scratch's row pitch, so that each tap is one long contiguous multiply-add over
+// the whole block (the few columns past OW are computed and dropped): no per-row loop overhead, and no
+// dependency chain between taps, which held a register-blocked version to a third of this speed.
+template <class T>
+void conv2d_depthwise(const Conv2dGeometry& s, const T* in, const T* weight, const T* bias, T* out, bool relu,
+                      const T* residual, const Context& ctx) {
+  const Index P = s.P(), taps = s.kH * s.kW, m = s.Og;
+  const Index Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
+  const bool unit = s.sw == 1 && s.sh == 1;
+  const Index pitch = unit ? Wp : s.OW;  // of the accumulator block
+  const Index rows = std::max<Index>(1, std::min<Index>(s.OH, 4096 / pitch));  // 16 KiB of float accumulators
+  // Stride 1 reads up to (kW - 1) * dw past the last padded row through the dropped columns.
+  const Index pad_size = Hp * Wp + (s.kW - 1) * s.dw;
+  const Index planes = s.N * s.C;
+  const Index grain = std::max<Index>(1, (Index(1) << 15) / std::max<Index>(1, P * taps * m));
+  ctx.parallel_range(planes, grain, [&](Index q0, Index q1) {
+    T* pad = conv_scratch<T, 3>(std::size_t(pad_size));
+    T* acc = conv_scratch<T, 4>(std::size_t(rows * pitch));
+    std::fill(pad, pad + pad_size, T(0));
+    for (Index q = q0; q < q1; ++q) {
+      const Index n = q / s.C, c = q % s.C;
+      const T* src = in + q * s.H * s.W;
+      for (Index y = 0; y < s.H; ++y) std::copy_n(src + y * s.W, s.W, pad + (y + s.ph) * Wp + s.pw);
+      for (Index j = 0; j < m; ++j) {
+        const Index o = c * m + j;
+        const T* w = weight + o * taps;
+        T* dst = out + (n * s.O + o) * P;
+        const T* res = residual ? residual + (n * s.O + o) * P : nullptr;
+        for (Index y0 = 0; y0 < s.OH; y0 += rows) {
+          const Index nrows = std::min(rows, s.OH - y0), len = nrows * pitch;
+          std::fill(acc, acc + len, bias ? bias[o] : T(0));
+          for (Index kh = 0; kh < s.kH; ++kh)
+            for (Index kw = 0; kw < s.kW; ++kw) {
+              const T wv = w[kh * s.kW + kw];
+              const T* tap = pad + (y0 * s.sh + kh * s.dh) * Wp + kw * s.dw;
+              if (unit) {
+                T* __restrict a = acc;
+                const T* __restrict t = tap;
+                for (Index i = 0; i < len; ++i) a[i] += wv * t[i];
+              } else {
+                for (Index r = 0; r < nrows; ++r) {
+                  T* __restrict a = acc + r * pitch;
+                  const T* __restrict t = tap + r * s.sh * Wp;
+                  for (Index x = 0; x < s.OW; ++x) a[x] += wv * t[x * s.sw];
+                }
+              }
+            }
+          for (Index r = 0; r < nrows; ++r) {
+            T* d = dst + (y0 + r) * s.OW;
+            const T* a = acc + r * pitch;
+            if (res) {
+              const T* rr = res + (y0 + r) * s.OW;
+              for (Index x = 0; x < s.OW; ++x) d[x] = a[x] + rr[x];
+            } else {
+              std::copy_n(a, s.OW, d);
+            }
+            if (relu) conv_relu(d, s.OW, 1, s.OW);
+          }
+        }
+      }
+    }
+  });
+}
+
+// How the columns of the product are cut into work items (see the top of this file).
+struct Conv2dPlan {
+  Index images_per_tile = 1;  // > 1: a tile holds whole images, computed into a scratch block
+  Index tiles_per_image = 1;  // > 1: an image's P positions are split into that many tiles
+  Index row_blocks = 1;       // > 1: output channels of a group split too (patches gathered first, shared)
+};
+
+inline Conv2dPlan conv2d_plan(const Conv2dGeometry& s, std::size_t elem, int threads) {
+  // A tile's patches (K x tile) should stay near L2 size (1 MiB per core on the machines measured), but
+  // a product narrower than a few hundred columns loses GEMM efficiency to repacking the weights once per
+  // tile. Measured on ResNet shapes (bench_conv2d): 256..2048 columns, ~768 KiB of patches.
+  // 1x1 stride-1 convs gather nothing, but the same bound keeps the input panel they read cache-sized.
+  const Index budget = Index(768) << 10;
+  const Index P = s.P(), K = s.K();
+  const Index goal = std::min<Index>(2048, std::max<Index>(256, budget / (K * Index(elem))));
+  Conv2dPlan plan;
+  if (P >= goal) {
+    plan.tiles_per_image = (P + goal - 1) / goal;
+    // Few items: round their count up to a multiple of the threads so no thread idles at the end.
+    const Index items = s.N * plan.tiles_per_image * s.G;
+    if (items < 8 * threads && items % threads != 0) {
+      const Index want = (items + threads - 1) / threads * threads;
+      plan.tiles_per_image = std::min(P, (want + s.N * s.G - 1) / (s.N * s.G));
+    }
+  } else {
+    // Whole images per tile, as many as fit the goal, but no fewer tiles than threads when the batch
+    // allows, a multiple of the threads when it is small, and all tiles within one image of each other.
+    Index tiles = (s.N + std::max<Index>(1, goal / P) - 1) / std::max<Index>(1, goal / P);
+    if (tiles * s.G < 8 * threads) tiles = (tiles * s.G + threads - 1) / threads * threads / s.G;
+    tiles = std::min(s.N, std::max<Index>(1, tiles));
+    plan.images_per_tile = (s.N + tiles - 1) / tiles;
+  }
+  const Index tiles = plan.tiles_per_image > 1 ? s.N * plan.tiles_per_image
+                                               : (s.N + plan.images_per_tile - 1) / plan.images_per_tile;
+  const Index items = tiles * s.G;
+  if (items < threads) plan.row_blocks = std::max<Index>(1, std::min<Index>((threads + items - 1) / items, s.Og / 16));
+  return plan;
+}
+
+// `forced` replaces the plan, so that tests reach every path whatever the sizes (and benchmarks can
+// compare plans); it is trusted as given.
+template <class T>
+void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T* bias, T* out, bool relu,
+                 const T* residual, const Context& ctx, const Conv2dPlan* forced = nullptr) {
+  const Index K = s.K(), P = s.P(), HW = s.H * s.W, Og = s.Og;
+  const bool direct = s.kH == 1 && s.kW == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
+  const Conv2dPlan plan = forced ? *forced : conv2d_plan(s, sizeof(T), ctx.num_threads());
+  const bool multi = plan.images_per_tile > 1;
+  const Index tile = (P + plan.tiles_per_image - 1) / plan.tiles_per_image;
+  const Index tiles = multi ? (s.N + plan.images_per_tile - 1) / plan.images_per_tile : s.N * plan.tiles_per_image;
+  const Index items = tiles * s.G, rb = plan.row_blocks;
+  const Index rows_per_block = (Og + rb - 1) / rb;
+
+  // Tile t of group g: images [n0, n1) and positions [p0, p1) of each; cols = (n1 - n0) * (p1 - p0).
+  struct Span {
+    Index n0, n1, p0, p1;
+    Index cols() const { return (n1 - n0) * (p1 - p0); }
+  };
+  auto span = [&](Index t) {
+    if (multi) return Span{t * plan.images_per_tile, std::min(s.N, (t + 1) * plan.images_per_tile), 0, P};
+    const Index n = t / plan.tiles_per_image, j = t % plan.tiles_per_image;
+    return Span{n, n + 1, std::min(P, j * tile), std::min(P, (j + 1) * tile)};
+  };
+  // Gathers rows [k0, k1) of tile t, group g into col (K x cols).
+  auto gather = [&](const Span& sp, Index g, Index k0, Index k1, T* col) {
+    const Index cols = sp.cols();
+    for (Index n = sp.n0; n < sp.n1; ++n)
+      conv_im2col(s, in + (n * s.C + g * s.Cg) * HW, sp.p0, sp.p1, k0, k1, col + (n - sp.n0) * (sp.p1 - sp.p0),
+                  cols);
+  };
+  // Output rows [r0, r1) of group g for tile t, from its patch matrix B (K x cols, leading dim ldb).
+  auto compute = [&](const Span& sp, Index g, Index r0, Index r1, const T* B, Index ldb) {
+    const Index rows = r1 - r0, o0 = g * Og + r0, cols = sp.cols(), w = sp.p1 - sp.p0;
+    const T* A = weight + o0 * K;
+    const T* b = bias ? bias + o0 : nullptr;
+    if (!multi) {
+      T* C = out + (sp.n0 * s.O + o0) * P + sp.p0;
+      conv_prefill(C, P, rows, cols, b, residual ? residual + (C - out) : nullptr, P);
+      gemm_serial<T>(false, false, rows, cols, K, T(1), A, K, B, ldb, T(1), C, P);
+      if (relu) conv_relu(C, P, rows, cols);
+      return;
+    }
+    // Whole images side by side: the product goes to scratch, then each image's block to its place.
+    T* tmp = conv_scratch<T, 1>(std::size_t(rows * cols));
+    for (Index n = sp.n0; n < sp.n1; ++n)
+      conv_prefill(tmp + (n - sp.n0) * w, cols, rows, w, b, residual ? residual + (n * s.O + o0) * P : nullptr, P);
+    gemm_serial<T>(false, false, rows, cols, K, T(1), A, K, B, ldb, T(1), tmp, cols);
+    if (relu) conv_relu(tmp, cols, rows, cols);
+    for (Index n = sp.n0; n < sp.n1; ++n)
+      for (Index r = 0; r < rows; ++r)
+        std::copy_n(tmp + r * cols + (n - sp.n0) * w, w, out + (n * s.O + o0 + r) * P);
+  };
+
+  if (rb == 1) {
+    ctx.parallel_for(items, [&](Index i) {
+      const Index t = i / s.G, g = i % s.G;
+      const Span sp = span(t);
+      if (direct && !multi) {
+        compute(sp, g, 0, Og, in + (sp.n0 * s.C + g * s.Cg) * HW + sp.p0, HW);
+      } else {
+        T* col = conv_scratch<T, 0>(std::size_t(K * sp.cols()));
+        gather(sp, g, 0, K, col);
+        compute(sp, g, 0, Og, col, sp.cols());
+      }
+    });
+    return;
+  }
+  // Fewer tiles than threads: gather every tile once (split over K), then split output channels.
+  const Index tile_elems = K * (multi ? plan.images_per_tile * P : tile);
+  T* cols_all = nullptr;
+  if (!(direct && !multi)) {
+    cols_all = conv_scratch<T, 2>(std::size_t(items * tile_elems));
+    const Index kparts = std::max<Index>(1, std::min<Index>(K, 4 * ctx.num_threads()));
+    const Index kper = (K + kparts - 1) / kparts;
+    ctx.parallel_for(items * kparts, [&](Index i) {
+      const Index it = i / kparts, kp = i % kparts;
+      const Index k0 = std::min(K, kp * kper), k1 = std::min(K, k0 + kper);
+      if (k0 < k1) gather(span(it / s.G), it % s.G, k0, k1, cols_all + it * tile_elems);
+    });
+  }
+  ctx.parallel_for(items * rb, [&](Index i) {
+    const Index it = i / rb, r = i % rb;
+    const Index r0 = std::min(Og, r * rows_per_block), r1 = std::min(Og, r0 + rows_per_block);
+    if (r0 >= r1) return;
+    const Span sp = span(it / s.G);
+    const Index g = it % s.G;
+    if (cols_all)
+      compute(sp, g, r0, r1, cols_all + it * tile_elems, sp.cols());
+    else
+      compute(sp, g, r0, r1, in + (sp.n0 * s.C + g * s.Cg) * HW + sp.p0, HW);
+  });
+}
+
+template <class T>
+void conv2d_run(const Conv2dGeometry& s, const T* input, const T* weight, const typename conv_same<T>::type* bias,
+                T* out, bool relu, const typename conv_same<T>::type* residual, const Context& ctx,
+                const Conv2dPlan* forced = nullptr) {
+  if (s.Cg == 1 && s.G > 1 && !forced)
+    conv2d_depthwise(s, input, weight, bias, out, relu, residual, ctx);
+  else
+    conv2d_gemm(s, input, weight, bias, out, relu, residual, ctx, forced);
+}
+
+// input (N, C, H, W) at `input`, weight (O, C/groups, kH, kW), bias (O) or null -> out (N, O, OH, OW),
+// preallocated by the caller; out = relu?(conv2d(input) + bias + residual) in one pass over out.
+// For modules that own their buffers (ResNet: BatchNorm folded into weight and bias, then conv + bias +
+// identity + ReLU fused). residual is null or has out's shape; it may be `out` itself, but input must not
+// overlap out. Sizes are checked as in conv2d (bias's length cannot be: it must be O).
+template <class T>
+void conv2d_into(const T* input, Index N, Index C, Index H, Index W, const Tensor<T, 4>& weight,
+                 const typename conv_same<T>::type* bias, const Conv2dOptions& options, T* out, bool relu,
+                 const typename conv_same<T>::type* residual, const Context& ctx = default_context()) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "conv2d: float or double");
+  const std::array<Index, 4> in{N, C, H, W};
+  const std::array<Index, 4> w{weight.dimension(0), weight.dimension(1), weight.dimension(2), weight.dimension(3)};
+  const Conv2dGeometry s = conv2d_check(in, w, -1, options);
+  if (!input || !out)
+    throw_shape("conv2d: expected non-null input and output pointers", conv2d_shapes(in, w, -1, nullptr));
+  conv2d_run(s, input, weight.data(), bias, out, relu, residual, ctx);
+}
+
+template <class T>
+Tensor<T, 4> conv2d_impl(const Tensor<T, 4>& input, const Tensor<T, 4>& weight, const Tensor<T, 1>* bias,
+                         const Conv2dOptions& options, const Context& ctx) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "conv2d: float or double");
+  const auto& d = input.dimensions();
+  const std::array<Index, 4> in{d[0], d[1], d[2], d[3]};
+  const std::array<Index, 4> w{weight.dimension(0), weight.dimension(1), weight.dimension(2), weight.dimension(3)};
+  const Conv2dGeometry s = conv2d_check(in, w, bias ? bias->dimension(0) : -1, options);
+  Tensor<T, 4> out(s.N, s.O, s.OH, s.OW);
+  conv2d_run(s, input.data(), weight.data(), bias ? bias->data() : nullptr, out.data(), false, nullptr, ctx);
+  return out;
+}
+
+}  // namespace detail
+
+// input (N, C, H, W), weight (O, C/groups, kH, kW), bias (O) -> (N, O, OH, OW)
+template <class T>
+Tensor<T, 4> conv2d(const Tensor<T, 4>& input, const Tensor<T, 4>& weight, const Tensor<T, 1>& bias,
+                    const Conv2dOptions& options = {}, const Context& ctx = default_context()) {
+  return detail::conv2d_impl(input, weight, &bias, options, ctx);
+}
+
+// input (N, C, H, W), weight (O, C/groups, kH, kW) -> (N, O, OH, OW), no bias
+template <class T>
+Tensor<T, 4> conv2d(const Tensor<T, 4>& input, const Tensor<T, 4>& weight, const Conv2dOptions& options = {},
+                    const Context& ctx = default_context()) {
+  return detail::conv2d_impl<T>(input, weight, nullptr, options, ctx);
+}
+
+}  // namespace fovea
