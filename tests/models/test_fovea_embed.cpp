@@ -1,0 +1,183 @@
+// fovea-embed end to end, in-process: the CLI's own source with its main() left out, run on the ResNet
+// reference files; outputs read back from .npy and compared with torchvision, plus every exit code.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/reference.hpp"
+
+#define FOVEA_EMBED_NO_MAIN
+#include "../../examples/fovea-embed.cpp"
+
+using namespace fovea;
+
+namespace {
+
+const std::string kData = std::string(FOVEA_REF_DIR) + "/resnet/";
+const std::string kTmp = std::string(FOVEA_TEST_TMP) + "/fovea_embed_";
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun embed(std::vector<std::string> args) {
+  args.insert(args.begin(), "fovea-embed");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  std::ostringstream out, err;
+  const int code = fovea_embed_main(int(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+std::vector<std::string> resnet_args(const std::string& name, const std::string& output) {
+  return {"--arch", "torchvision-resnet", "--weights", kData + name + ".safetensors", "--input",
+          kData + name + "_input.npy", "--output", output};
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+}  // namespace
+
+TEST(FoveaEmbed, ResNetLogitsAndHiddenStatesMatchTorchvision) {
+  const std::string out = kTmp + "logits.npy", hidden = kTmp + "hidden.npy";
+  std::remove(out.c_str());
+  std::remove(hidden.c_str());
+  auto args = resnet_args("bottleneck", out);
+  for (const char* a : {"--hidden-states", hidden.c_str(), "--threads", "2"}) args.push_back(a);
+  const CliRun r = embed(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  EXPECT_NE(r.out.find("(float32, 2 threads)"), std::string::npos) << r.out;
+  // Written as float32 (read_npy_array reports the stored dtype); computed in float: the model test's
+  // 1e-4 of the output scale.
+  EXPECT_FALSE(read_npy_array<float>(out).was_double);
+  EXPECT_TRUE(test::all_close(read_npy<double, 2>(out), test::load_ref<double, 2>("resnet", "bottleneck_logits"), 1e-4, 0));
+  EXPECT_TRUE(test::all_close(read_npy<double, 4>(hidden), test::load_ref<double, 4>("resnet", "bottleneck_features"),
+                              1e-4, 0));
+}
+
+TEST(FoveaEmbed, Float64InputRunsInDouble) {
+  // The same values stored as float64: computed in double, so the only error left is the float32 output
+  // rounding, 2^-24 of each value (6e-8 relative): 1e-6 of the scale.
+  const auto x = test::load_ref<double, 4>("resnet", "grouped_input");
+  const std::string in = kTmp + "input64.npy", out = kTmp + "logits64.npy";
+  write_npy(in, x);
+  const CliRun r = embed({"--arch=torchvision-resnet", "--weights=" + kData + "grouped.safetensors", "--input=" + in,
+                       "--output=" + out});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("float64"), std::string::npos) << r.out;
+  EXPECT_TRUE(test::all_close(read_npy<double, 2>(out), test::load_ref<double, 2>("resnet", "grouped_logits"), 1e-6, 0));
+}
+
+TEST(FoveaEmbed, ConfigJsonOverridesAndIsChecked) {
+  const std::string out = kTmp + "cfg_logits.npy", good = kTmp + "good.json", bad = kTmp + "bad.json",
+                    broken = kTmp + "broken.json";
+  // Hugging Face ResNetConfig keys, nested as a CLIP-style vision_config; other keys are ignored.
+  write_text(good, R"({"model_type": "x", "vision_config": {"layer_type": "bottleneck", "depths": [1, 2, 1, 1],
+      "hidden_sizes": [16, 32, 64, 128], "embedding_size": 8, "num_channels": 3, "num_labels": 10,
+      "hidden_act": "relu"}})");
+  auto args = resnet_args("bottleneck", out);
+  args.insert(args.end(), {"--config", good});
+  CliRun r = embed(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(test::all_close(read_npy<double, 2>(out), test::load_ref<double, 2>("resnet", "bottleneck_logits"), 1e-4, 0));
+
+  // A config that disagrees with the weights: exit 1, the loader's full report.
+  write_text(bad, R"({"depths": [1, 1, 1, 1], "num_labels": 12})");
+  args = resnet_args("bottleneck", out);
+  args.insert(args.end(), {"--config", bad});
+  r = embed(args);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("does not match ResNet(bottleneck, layers [1, 1, 1, 1]"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unexpected [layer2.1.conv1.weight"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("fc.weight: expected (12, 128), file has (10, 128)"), std::string::npos) << r.err;
+
+  write_text(broken, R"({"depths": [1, 1, 1]})");
+  args = resnet_args("bottleneck", out);
+  args.insert(args.end(), {"--config", broken});
+  r = embed(args);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("\"depths\" must be a list of 4 whole numbers"), std::string::npos) << r.err;
+
+  write_text(broken, "{not json");
+  r = embed(args);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("is not valid JSON"), std::string::npos) << r.err;
+}
+
+TEST(FoveaEmbed, UsageErrorsExitTwo) {
+  const std::string out = kTmp + "unused.npy";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{}, "--arch is required"},
+      {{"--arch", "torchvision-resnet", "--bogus", "1"}, "unknown flag '--bogus'"},
+      {{"stray"}, "unexpected argument 'stray'"},
+      {{"--arch", "resnet", "--weights", "w", "--input", "x", "--output", out}, "unknown --arch 'resnet' (one of:"},
+      {{"--arch", "torchvision-resnet", "--weights"}, "--weights needs a value"},
+      {{"--arch", "torchvision-resnet", "--arch", "torchvision-resnet"}, "--arch given more than once"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--output", out}, "one of --input or --image is required"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--input", "x"}, "--output is required"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--input", "x", "--output", out, "--threads", "0"},
+       "--threads expects a whole number from 1 to 4096, got '0'"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--input", "x", "--output", out, "--threads", "2x"},
+       "got '2x'"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--input", "x", "--input", "y", "--output", out},
+       "torchvision-resnet takes exactly one --input"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--image", "a.png", "--output", out},
+       "--image is not implemented yet for torchvision-resnet"},
+      {{"--arch", "torchvision-resnet", "--weights", "w", "--input", "x", "--output", out, "--max-seq-len", "64"},
+       "--max-seq-len applies to the ViT families and navit"},
+  };
+  for (const auto& [args, fragment] : cases) {
+    const CliRun r = embed(args);
+    EXPECT_EQ(r.code, 2) << fragment << ": " << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.rfind("fovea-embed: ", 0), 0u) << r.err;
+  }
+  for (const char* arch : {"torchvision-vit", "timm-vit", "hf-clip", "hf-siglip", "navit"}) {
+    const CliRun r = embed({"--arch", arch, "--weights", "w", "--input", "x", "--output", out});
+    EXPECT_EQ(r.code, 2) << arch;
+    EXPECT_NE(r.err.find(std::string("--arch ") + arch + " is not implemented yet"), std::string::npos) << r.err;
+  }
+}
+
+TEST(FoveaEmbed, InputErrorsExitOne) {
+  const std::string out = kTmp + "unused.npy", rank3 = kTmp + "rank3.npy";
+  Tensor<float, 3> chw(3, 8, 8);
+  chw.setZero();
+  write_npy(rank3, chw);
+  const std::string w = kData + "grouped.safetensors";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--weights", kData + "missing.safetensors", "--input", kData + "grouped_input.npy"}, "missing.safetensors"},
+      {{"--weights", w, "--input", kData + "missing.npy"}, "cannot open"},
+      {{"--weights", w, "--input", rank3}, "expected a batch (N, C, H, W), but got shape (3, 8, 8) (a single image"},
+      {{"--weights", w, "--input", kData + "bottleneck_input.npy"},
+       "expected input channels == conv1.weight.size(1) (1), but got 3"},
+      {{"--weights", kData + "grouped_input.npy", "--input", kData + "grouped_input.npy"}, "safetensors:"},
+      {{"--weights", w, "--input", kData + "grouped.safetensors"}, "read_npy"},
+  };
+  for (auto [args, fragment] : cases) {
+    args.insert(args.begin(), {"--arch", "torchvision-resnet", "--output", out});
+    const CliRun r = embed(args);
+    EXPECT_EQ(r.code, 1) << fragment << ": " << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+  }
+  // An output that cannot be written is reported too, after the model ran.
+  const CliRun r = embed(resnet_args("grouped", "/nonexistent-dir/out.npy"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("cannot open '/nonexistent-dir/out.npy' for writing"), std::string::npos) << r.err;
+}
+
+TEST(FoveaEmbed, HelpDocumentsEveryFlag) {
+  const CliRun r = embed({"--help"});
+  EXPECT_EQ(r.code, 0);
+  for (const char* s : {"--arch", "--weights", "--config", "--input", "--image", "--output", "--hidden-states",
+                        "--threads", "--max-seq-len", "torchvision-resnet", "layer4's output feature", "(N, num_classes)",
+                        "Exit status", "not implemented yet"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+  EXPECT_EQ(embed({"--arch", "x", "-h"}).code, 0);
+}
