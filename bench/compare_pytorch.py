@@ -76,6 +76,15 @@ def _conv(m):
     return t, f"conv2d N{N} {C}->{O} {k}x{k}/{s} p{p} g{g} at {H}", lambda: F.conv2d(x, w, b, s, p, 1, g)
 
 
+@family("bench_resnet", r"BM_resnet/resnet:(\d+)/batch:(\d+)/threads:(\d+)")
+def _resnet(m):
+    import torchvision
+    depth, n, t = map(int, m.groups())
+    model = getattr(torchvision.models, f"resnet{depth}")().eval()
+    x = torch.randn(n, 3, 224, 224)
+    return t, f"torchvision resnet{depth} batch {n}", lambda: model(x)
+
+
 def run_fovea(build, bench, flt):
     exe = os.path.join(build, "bench", bench)
     if not os.path.exists(exe):

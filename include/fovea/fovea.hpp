@@ -25,3 +25,5 @@
 
 #include "fovea/models/resnet.hpp"
 #include "fovea/models/weights.hpp"
+
+#include "fovea/loss.hpp"
