@@ -15,31 +15,10 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
 
 using namespace fovea;
 
 namespace {
-
-// Per-benchmark peak memory needs every large block returned to the system when freed: fixed glibc thresholds
-// map blocks of 1 MiB and more (gradients, B x B matrices, the SGEMM's packing) and unmap them on free, where
-// the default would keep them in the heap for the next benchmark; smaller blocks (a tile's GEMM packing) stay
-// in the heaps rather than being trimmed and faulted in again on every call.
-// And 4 KiB pages: the kernel counts a thread's page faults in batches of 64 before adding them to the
-// process's resident size, which with transparent huge pages is up to 128 MiB per thread unaccounted when a
-// block is unmapped, and so missing from VmHWM.
-const bool kMemoryAccounting = [] {
-#ifdef __GLIBC__
-  mallopt(M_MMAP_THRESHOLD, 1 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-#endif
-#ifdef __linux__
-  prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
-#endif
-  return true;
-}();
 
 // Random unit rows, each row from its own seed.
 Tensor<float, 2> unit_rows(Index B, Index D, unsigned seed, const Context& ctx) {
@@ -70,7 +49,9 @@ struct PeakMemory {
   double start;
   PeakMemory() {
 #ifdef __GLIBC__
-    malloc_trim(0);  // what earlier benchmarks freed would otherwise be reused without counting
+    // What earlier benchmarks freed stays in the heaps (Context fixes glibc's thresholds high) and would be
+    // reused without counting: give its pages back first.
+    malloc_trim(0);
 #endif
     std::ofstream("/proc/self/clear_refs") << "5";
     start = status_mib("VmRSS:");

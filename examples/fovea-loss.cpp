@@ -225,17 +225,17 @@ int bench(const Args& a, const Context& ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
-#ifdef __GLIBC__
-  // Fixed thresholds: blocks of 4 MiB and more are mapped and unmapped, never kept in a thread's heap, so the
-  // SGEMM yardstick's packing buffers (8 MiB per thread) do not linger into the loss's peak memory (by default
-  // glibc raises the threshold to the largest block freed so far); smaller blocks stay in the heaps instead of
-  // being trimmed and faulted in again on every tile's GEMM.
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-#endif
   try {
     const Args a = parse(argc, argv);
     const Context ctx(a.has("threads") ? int(a.whole("threads", 1)) : Context::default_num_threads());
+#ifdef __GLIBC__
+    // After the first Context, which fixes glibc's thresholds high (32 MiB) for the GEMMs' packing buffers:
+    // here blocks of 4 MiB and more are mapped and unmapped instead, so that the SGEMM yardstick's packing
+    // buffers (8 MiB per thread) do not linger in the threads' heaps into the loss's peak memory, while a
+    // tile's GEMM buffers (under 1 MiB) still stay in the heaps.
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
     if (a.bench) return bench(a, ctx);
     const bool as_double = stored_as_double(a.get("image")) || stored_as_double(a.get("text"));
     return as_double ? compute<double>(a, ctx) : compute<float>(a, ctx);

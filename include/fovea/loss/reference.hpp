@@ -71,7 +71,7 @@ LossResult<T> siglip_loss(const Tensor<T, 2>& image, const Tensor<T, 2>& text, f
       const T l = scale * S(i, j) + bias;
       const T z = i == j ? T(1) : T(-1);
       total += double(fovea::detail::softplus(-z * l));
-      G(i, j) = (fovea::detail::sigmoid(l) - (i == j ? T(1) : T(0))) / T(B);
+      G(i, j) = (fovea::detail::stable_sigmoid(l) - (i == j ? T(1) : T(0))) / T(B);
     }
   out.loss = T(total / double(B));
   out.grad_bias = T(double(G.sum()));

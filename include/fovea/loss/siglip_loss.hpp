@@ -13,7 +13,7 @@ T softplus(T x) {
   return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x)));
 }
 template <class T>
-T sigmoid(T x) {
+T stable_sigmoid(T x) {
   const T e = std::exp(-std::abs(x));
   return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
 }
@@ -47,7 +47,7 @@ SiglipSums siglip_tile(T* S, const TileSpan& s, T scale, T bias, bool gradients,
     }
     if (!gradients) continue;
     W = (L * huge).min(T(1)).max(E) / (T(1) + E);
-    if (s.diagonal) W(r) = -sigmoid(-L(r));  // sigmoid(L) - 1 without the cancellation
+    if (s.diagonal) W(r) = -stable_sigmoid(-L(r));  // sigmoid(L) - 1 without the cancellation
     sums.g += double(W.sum());
     sums.g_dot_s += double((W * Sr).sum());
     Sr = W;

@@ -61,7 +61,7 @@ Tensor<T, 2> siglip_zero_shot(const Tensor<T, 2>& image, const Tensor<T, 2>& cla
                               detail::same_t<T> bias, const Context& ctx = default_context()) {
   Tensor<T, 2> p = detail::zero_shot_logits<T>("siglip_zero_shot", image, classes, scale, bias, ctx);
   ctx.parallel_range(p.size(), 4096, [&](Index b, Index e) {
-    for (Index i = b; i < e; ++i) p.data()[i] = detail::sigmoid(p.data()[i]);
+    for (Index i = b; i < e; ++i) p.data()[i] = detail::stable_sigmoid(p.data()[i]);
   });
   return p;
 }
