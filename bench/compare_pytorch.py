@@ -42,13 +42,14 @@ def time_torch(fn, min_time=0.3, reps=5):
         while time.perf_counter() - t0 < min_time / reps or n < 1:
             fn()
             n += 1
-        samples = []
+        samples, cpu = [], []
         for _ in range(reps):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(n):
                 fn()
             samples.append((time.perf_counter() - t) / n)
-    return statistics.median(samples)
+            cpu.append((time.process_time() - c) / n)
+    return statistics.median(samples), statistics.median(cpu)
 
 
 # family -> (regex on the benchmark name, builder(match) -> (threads, description, callable))
@@ -94,9 +95,9 @@ def run_fovea(build, bench, flt):
     return json.loads(out)["benchmarks"]
 
 
-def to_seconds(b):
+def to_seconds(b, key="real_time"):
     unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-    return b["real_time"] * unit
+    return b[key] * unit
 
 
 def main():
@@ -106,6 +107,7 @@ def main():
     ap.add_argument("--out", default="docs/performance.md")
     args = ap.parse_args()
     rows = []
+    load_before = os.getloadavg()
     for bench, pats in FAMILIES.items():
         for b in run_fovea(args.build, bench, args.filter):
             name = b["name"].replace("/real_time", "")
@@ -115,21 +117,24 @@ def main():
                     continue
                 threads, desc, fn = builder(m)
                 torch.set_num_threads(threads)
-                tt = time_torch(fn)
-                tf = to_seconds(b)
-                rows.append((bench, desc, threads, tf, tt))
-                print(f"{desc:50s} t={threads}  fovea {tf*1e3:9.3f} ms  torch {tt*1e3:9.3f} ms  x{tt/tf:5.2f}",
-                      flush=True)
+                tt, tc = time_torch(fn)
+                tf, cf = to_seconds(b), to_seconds(b, "cpu_time")
+                rows.append((bench, desc, threads, tf, tt, cf, tc))
+                print(f"{desc:50s} t={threads}  fovea {tf*1e3:9.3f} ms  torch {tt*1e3:9.3f} ms  x{tt/tf:5.2f}"
+                      f"  cpu x{tc/cf:5.2f}", flush=True)
     with open(args.out, "w") as f:
-        f.write(PREAMBLE.format(torch=torch.__version__, blas=blas_name(), cpu=cpu_name()))
+        f.write(PREAMBLE.format(torch=torch.__version__, blas=blas_name(), cpu=cpu_name(),
+                                load=" / ".join(f"{x:.1f}" for x in load_before) + " before, " +
+                                " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " after"))
         for bench in FAMILIES:
             sel = [r for r in rows if r[0] == bench]
             if not sel:
                 continue
-            f.write(f"\n### {bench}\n\n| shape | threads | fovea ms | PyTorch ms | speed-up (PyTorch / fovea) |\n"
-                    "|---|---|---|---|---|\n")
-            for _, desc, t, tf, tt in sel:
-                f.write(f"| {desc} | {t} | {tf*1e3:.3f} | {tt*1e3:.3f} | {tt/tf:.2f} |\n")
+            f.write(f"\n### {bench}\n\n| shape | threads | fovea ms | PyTorch ms | speed-up (wall) |"
+                    " speed-up (CPU time, 1 thread) |\n|---|---|---|---|---|---|\n")
+            for _, desc, t, tf, tt, cf, tc in sel:
+                cpu = f"{tc/cf:.2f}" if t == 1 else "-"
+                f.write(f"| {desc} | {t} | {tf*1e3:.3f} | {tt*1e3:.3f} | {tt/tf:.2f} | {cpu} |\n")
         f.write(POSTSCRIPT)
 
 
@@ -145,7 +150,9 @@ PREAMBLE = """# Performance against PyTorch
 Written by `bench/compare_pytorch.py` (re-run it to refresh): every row is one Google Benchmark of fovea
 (`build/bench/bench_*`, real time) and the same shapes in PyTorch {torch} ({blas}) at the same thread count
 (`torch.set_num_threads`), median of repeated runs, forward only, float32. Speed-up > 1 means fovea is faster.
-Machine: {cpu}, 2 cores.
+Machine: {cpu}, 2 cores. Load average (1/5/15 min) during the run: {load}. On a shared machine wall-clock
+times of either side are inflated unevenly (PyTorch's OpenMP threads suffer most at 2 threads); the last column,
+the ratio of CPU times of single-threaded runs, is the load-robust comparison.
 """
 POSTSCRIPT = ""
 
