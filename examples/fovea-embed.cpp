@@ -1,5 +1,6 @@
 // fovea-embed: runs a vision encoder from a .safetensors checkpoint on a preprocessed .npy batch and writes
-// its outputs as float32 .npy. One function per architecture (see kArchs); only torchvision-resnet so far.
+// its outputs as float32 .npy. One function per architecture (see archs()): torchvision-resnet and the ViT
+// families torchvision-vit, timm-vit, hf-clip, hf-siglip.
 //
 // Exit codes: 0 done, 1 bad input (files, shapes, weights), 2 bad usage (flags, unknown or unimplemented
 // architecture). Every error is one line on stderr that names its cause.
@@ -25,7 +26,11 @@
 #include "fovea/core/error.hpp"
 #include "fovea/io/npy.hpp"
 #include "fovea/io/safetensors.hpp"
+#include "fovea/io/image.hpp"
+#include "fovea/io/preprocess.hpp"
+#include "fovea/models/config.hpp"
 #include "fovea/models/resnet.hpp"
+#include "fovea/models/vit.hpp"
 
 namespace fovea_embed {
 
@@ -50,29 +55,52 @@ inline const char* usage_text() {
 
 Runs a vision encoder on a batch and writes its outputs as float32 .npy files.
 
-  --arch ARCH            torchvision-resnet (torchvision.models.resnet18/34/50/101/152, ResNeXt, wide ResNet).
-                         Planned, not implemented yet: torchvision-vit, timm-vit, hf-clip, hf-siglip, navit.
+  --arch ARCH            torchvision-resnet (torchvision.models.resnet18/34/50/101/152, ResNeXt, wide ResNet);
+                         torchvision-vit (vit_b_16, vit_b_32, vit_l_16, ...); timm-vit (timm's vit_*);
+                         hf-clip (CLIPVisionModel[WithProjection] or a full CLIPModel file); hf-siglip
+                         (SiglipVisionModel or a full SiglipModel file). Planned, not implemented yet: navit.
   --weights FILE         .safetensors holding the model's state_dict under its own names (torchvision:
                          conv1.weight, bn1.*, layer1.0.conv1.weight, ..., layer4.*.downsample.0.weight, fc.*).
                          F32, F64, F16 or BF16. BatchNorm's num_batches_tracked may be present and is ignored.
                          The architecture (block type, blocks per stage, widths, groups, classes, input
-                         channels) is read off the names and shapes.
+                         channels) is read off the names and shapes. ViT families: the family's own names
+                         (Hugging Face with or without "vision_model."); width, depth, MLP, patch, image size,
+                         tokens, norms, head and projection are read off the shapes.
   --config FILE          Optional config.json (keys at the top level or under "vision_config"). For
                          torchvision-resnet these keys, when present, override what the shapes say, and
                          the weights must then match: layer_type ("basic" | "bottleneck"), depths [4],
                          hidden_sizes [4] (stage output channels, as Hugging Face's ResNetConfig),
                          embedding_size (stem width), num_channels, num_labels, groups, width_per_group.
-                         Other keys are ignored.
+                         ViT families read hidden_size, num_attention_heads, num_hidden_layers,
+                         intermediate_size, patch_size, image_size, layer_norm_eps, hidden_act (and
+                         projection_dim, vision_use_head, timm's global_pool); keys the shapes also give must
+                         agree with them. Without it: the family's eps and activation, and the heads of the
+                         published model of that width. Other keys are ignored.
   --input X.npy          Preprocessed batch (N, C, H, W), float32 or float64 (computed in that precision),
-                         e.g. normalised with the ImageNet mean and std. Any H, W >= 1.
-  --image FILE           Decode and preprocess an image: not implemented yet for torchvision-resnet.
+                         e.g. normalised with the ImageNet mean and std. Any H, W >= 1 (ViT: >= the patch).
+                         ViT families: repeat --input for images of different sizes, each file one image
+                         (1, C, H, W); each runs alone and the output has one row per image, in order. A size
+                         other than the configured one resizes the position embeddings as the family does
+                         (torchvision's interpolate_embeddings: bicubic, align_corners=True; timm's
+                         dynamic_img_size: bicubic with antialias; Hugging Face's interpolate_pos_encoding:
+                         bicubic, align_corners=False).
+  --image FILE           Decode and preprocess an image (repeatable), ViT families only, at the model's image
+                         size S with the family's own eval pipeline: torchvision Resize(S*256/224, bilinear) +
+                         CenterCrop(S) + ImageNet mean/std; timm Resize(S/0.9, bicubic) + CenterCrop(S) +
+                         mean = std = 0.5; CLIPImageProcessor; SiglipImageProcessor (PIL-exact resizes).
+                         Not implemented yet for torchvision-resnet.
   --output OUT.npy       What the reference model returns, as float32. torchvision-resnet: the logits of
-                         model.eval()(x), shape (N, num_classes).
+                         model.eval()(x), shape (N, num_classes). torchvision-vit, timm-vit: model(x) (logits,
+                         or timm's pooled feature without a head). hf-clip: image_embeds when the file has
+                         visual_projection.weight, else pooler_output. hf-siglip: pooler_output.
   --hidden-states H.npy  The last hidden state, as float32. torchvision-resnet: layer4's output feature
                          map before average pooling, shape (N, C, h, w) (C = 512 for resnet18/34, 2048 for
-                         resnet50+; h, w = 7, 7 at 224 x 224).
+                         resnet50+; h, w = 7, 7 at 224 x 224). ViT families: (N, tokens, D) after the final
+                         norm (torchvision, timm, SigLIP), CLIP's last_hidden_state before post_layernorm.
   --threads N            Worker threads (default: FOVEA_NUM_THREADS, else every core).
-  --max-seq-len L        Token budget per packed sequence for ViT families and navit (not for ResNet).
+  --max-seq-len L        Token budget per packed sequence for ViT families and navit (not for ResNet); with
+                         several --input files, an image with more tokens (class token included) is an error.
+                         Default 2048.
   -h, --help             This text.
 
 Exit status: 0 on success, 1 when an input file, its shape or the weights are wrong, 2 on bad usage or an
@@ -246,6 +274,147 @@ inline int run_torchvision_resnet(const Args& a, const fovea::Context& ctx, std:
   return x.was_double ? resnet_in<double>(a, file, x, ctx, out) : resnet_in<float>(a, file, x, ctx, out);
 }
 
+// ---- ViT families (torchvision-vit, timm-vit, hf-clip, hf-siglip) ----------------------------------------
+
+// --image for a ViT family: decoded (stb, as PIL's convert("RGB")) and preprocessed by the family's own
+// eval pipeline at the model's configured size S (its image_size.h; every published tower is square):
+//   torchvision-vit  ImageClassification: Resize(S * 256 / 224, bilinear), CenterCrop(S), ImageNet mean/std
+//                    (ViT_B_16_Weights.IMAGENET1K_V1 and the other 224 weights)
+//   timm-vit         transforms_imagenet_eval: Resize(S / 0.9, bicubic), CenterCrop(S), mean = std = 0.5
+//                    (vit_base_patch16_224.augreg*'s pretrained config)
+//   hf-clip          CLIPImageProcessor: shortest edge S (bicubic), center crop S, OpenAI CLIP mean/std
+//   hf-siglip        SiglipImageProcessor: resize to S x S (bicubic), mean = std = 0.5
+inline fovea::Tensor<float, 4> vit_preprocess(fovea::VitFamily family, const fovea::Image& img, int size,
+                                              const fovea::Context& ctx) {
+  switch (family) {
+    case fovea::VitFamily::torchvision: return fovea::preprocess_torchvision(img, size * 256 / 224, size,
+                                                                            fovea::Resample::bilinear, ctx);
+    case fovea::VitFamily::timm: return fovea::preprocess_timm(img, size, 0.9, fovea::Resample::bicubic,
+                                                               fovea::kHalfMean, fovea::kHalfStd, ctx);
+    case fovea::VitFamily::hf_clip: return fovea::preprocess_clip(img, size, ctx);
+    case fovea::VitFamily::hf_siglip: return fovea::preprocess_siglip(img, size, ctx);
+  }
+  return {};
+}
+
+// One input of a ViT run: a batch (N, C, H, W) read from --input, or one preprocessed --image.
+struct VitInput {
+  std::string label;
+  fovea::NpyArray<double> values;  // shape (N, C, H, W)
+};
+
+template <class T>
+fovea::Tensor<T, 4> to_tensor4(const fovea::NpyArray<double>& a) {
+  fovea::Tensor<T, 4> x(a.shape[0], a.shape[1], a.shape[2], a.shape[3]);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(a.values[std::size_t(i)]);
+  return x;
+}
+
+// Runs the inputs one by one (each alone, as the DESIGN pins it: the output has one row per image, in input
+// order, equal to running each image alone) and stacks the rows.
+template <class T>
+int vit_in(const Args& a, const fovea::VitConfig& config, const fovea::SafeTensors& file,
+           const std::vector<VitInput>& inputs, const fovea::Context& ctx, std::ostream& out) {
+  const auto model = fovea::VisionTransformer<T>::from_safetensors(file, config);
+  const Index max_tokens = a.max_seq_len ? *a.max_seq_len : 2048;
+  std::vector<fovea::VitOutput<T>> results;
+  Index rows = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const VitInput& in : inputs) {
+    const fovea::Tensor<T, 4> x = to_tensor4<T>(in.values);
+    const fovea::Size2 grid = model.grid_for(x.dimensions(), "fovea-embed");
+    const Index tokens = config.num_prefix_tokens() + grid.h * grid.w;
+    if (inputs.size() > 1 && tokens > max_tokens)
+      fovea::detail::throw_shape("fovea-embed: ", in.label, " (", fovea::detail::shape_str(x), ") gives ", tokens,
+                                 " tokens, more than --max-seq-len ", max_tokens, " allows in one sequence");
+    results.push_back(model.forward_with_hidden(x, ctx));
+    rows += results.back().output.dimension(0);
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  const Index E = results.front().output.dimension(1);
+  fovea::Tensor<T, 2> output(rows, E);
+  Index r = 0;
+  for (const auto& res : results) {
+    std::copy(res.output.data(), res.output.data() + res.output.size(), output.data() + r * E);
+    r += res.output.dimension(0);
+  }
+  write_float32(a.output, output);
+  if (!a.hidden_states.empty()) {
+    const auto& h0 = results.front().last_hidden_state;
+    const Index N = h0.dimension(1), D = h0.dimension(2);
+    for (const auto& res : results)
+      if (res.last_hidden_state.dimension(1) != N)
+        throw UsageError(fovea::detail::cat("--hidden-states needs every input to give the same number of tokens "
+                                            "(one (images, tokens, D) array), but they give ", N, " and ",
+                                            res.last_hidden_state.dimension(1)));
+    fovea::Tensor<T, 3> hidden(rows, N, D);
+    r = 0;
+    for (const auto& res : results) {
+      const auto& h = res.last_hidden_state;
+      std::copy(h.data(), h.data() + h.size(), hidden.data() + r * N * D);
+      r += h.dimension(0);
+    }
+    write_float32(a.hidden_states, hidden);
+  }
+  const char* what = config.num_classes         ? "logits"
+                     : config.projection_dim    ? "image_embeds"
+                     : config.pool == fovea::VitPool::none ? "no pooled output"
+                                                 : "pooler_output";
+  out << fovea::vit_family_name(config.family) << " " << config.str() << " ("
+      << (std::is_same_v<T, float> ? "float32" : "float64") << ", " << ctx.num_threads() << " threads): "
+      << inputs.size() << " input" << (inputs.size() == 1 ? "" : "s") << " -> " << what << " "
+      << fovea::detail::shape_str(output) << " in " << ms << " ms\n";
+  return 0;
+}
+
+inline int run_vit(fovea::VitFamily family, const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  const fovea::SafeTensors file = fovea::SafeTensors::open(a.weights);
+  const fovea::HfVisionConfig hf = a.config.empty() ? fovea::HfVisionConfig{} : fovea::read_hf_vision_config(a.config);
+  const fovea::VitConfig config = fovea::infer_vit_config(file, family, hf);
+  if (config.pool == fovea::VitPool::none)
+    throw UsageError(fovea::detail::cat("--arch ", fovea::vit_family_name(family), ": ", a.weights,
+                                        " has no pooling head (vision_use_head = false), so there is no "
+                                        "pooler_output to write"));
+  std::vector<VitInput> inputs;
+  bool any_double = false;
+  for (const std::string& path : a.inputs) {
+    VitInput in{"--input '" + path + "'", fovea::read_npy_array<double>(path)};
+    if (in.values.shape.size() != 4)
+      fovea::detail::throw_shape(in.label, ": expected (N, C, H, W), but got shape ",
+                                 fovea::detail::dims_str(in.values.shape),
+                                 in.values.shape.size() == 3 ? " (a single image needs a leading batch dimension of 1)"
+                                                             : "");
+    if (a.inputs.size() > 1 && in.values.shape[0] != 1)
+      fovea::detail::throw_shape(in.label, ": with several --input files each holds one image (1, C, H, W), but got ",
+                                 fovea::detail::dims_str(in.values.shape));
+    any_double = any_double || in.values.was_double;
+    inputs.push_back(std::move(in));
+  }
+  for (const std::string& path : a.images) {
+    const fovea::Tensor<float, 4> x = vit_preprocess(family, fovea::decode_image(path), int(config.image_size.h), ctx);
+    VitInput in{"--image '" + path + "'", {}};
+    in.values.shape = {x.dimension(0), x.dimension(1), x.dimension(2), x.dimension(3)};
+    in.values.values.assign(x.data(), x.data() + x.size());
+    inputs.push_back(std::move(in));
+  }
+  return any_double ? vit_in<double>(a, config, file, inputs, ctx, out)
+                    : vit_in<float>(a, config, file, inputs, ctx, out);
+}
+
+inline int run_torchvision_vit(const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  return run_vit(fovea::VitFamily::torchvision, a, ctx, out);
+}
+inline int run_timm_vit(const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  return run_vit(fovea::VitFamily::timm, a, ctx, out);
+}
+inline int run_hf_clip(const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  return run_vit(fovea::VitFamily::hf_clip, a, ctx, out);
+}
+inline int run_hf_siglip(const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  return run_vit(fovea::VitFamily::hf_siglip, a, ctx, out);
+}
+
 using ArchFn = std::function<int(const Args&, const fovea::Context&, std::ostream&)>;
 
 // Every architecture the CLI names; an empty function means "not implemented yet". Adding one is adding
@@ -253,10 +422,10 @@ using ArchFn = std::function<int(const Args&, const fovea::Context&, std::ostrea
 inline const std::map<std::string, ArchFn>& archs() {
   static const std::map<std::string, ArchFn> table = {
       {"torchvision-resnet", run_torchvision_resnet},
-      {"torchvision-vit", nullptr},
-      {"timm-vit", nullptr},
-      {"hf-clip", nullptr},
-      {"hf-siglip", nullptr},
+      {"torchvision-vit", run_torchvision_vit},
+      {"timm-vit", run_timm_vit},
+      {"hf-clip", run_hf_clip},
+      {"hf-siglip", run_hf_siglip},
       {"navit", nullptr},
   };
   return table;
@@ -279,7 +448,7 @@ inline int fovea_embed_main(int argc, char** argv, std::ostream& out, std::ostre
       throw UsageError("unknown --arch '" + a->arch + "' (one of: " + names + ")");
     }
     if (!it->second)
-      throw UsageError("--arch " + a->arch + " is not implemented yet in this build; only torchvision-resnet runs");
+      throw UsageError("--arch " + a->arch + " is not implemented yet in this build");
     std::optional<fovea::Context> own;
     if (a->threads > 0) own.emplace(a->threads);
     return it->second(*a, own ? *own : fovea::default_context(), out);
