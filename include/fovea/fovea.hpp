@@ -36,5 +36,6 @@
 #include "fovea/models/resnet.hpp"
 #include "fovea/models/vit.hpp"
 #include "fovea/models/weights.hpp"
+#include "fovea/navit/pack.hpp"
 
 #include "fovea/loss.hpp"
