@@ -9,6 +9,7 @@ torch.set_num_threads(threads) and its BLAS is reported (Debian's python3-torch 
 alternatives system points to; install libopenblas0 for OpenBLAS). Timing: median of repeated runs after warm-up.
 """
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -30,6 +31,17 @@ def blas_name():
         if name in maps:
             return name
     return "reference BLAS" if "libblas" in maps else "unknown"
+
+
+def set_threads(n):
+    """torch.set_num_threads governs PyTorch's own OpenMP pool and oneDNN, but Debian's torch reaches OpenBLAS
+    through the generic libblas.so.3, so OpenBLAS keeps its own thread count unless told directly."""
+    torch.set_num_threads(n)
+    for path in re.findall(r"/\S*openblas\S*\.so[.\d]*", open("/proc/self/maps").read()):
+        try:
+            ctypes.CDLL(path).openblas_set_num_threads(n)
+        except (OSError, AttributeError):
+            continue
 
 
 def time_torch(fn, min_time=0.3, reps=5):
@@ -86,6 +98,66 @@ def _resnet(m):
     return t, f"torchvision resnet{depth} batch {n}", lambda: model(x)
 
 
+@family("bench_linear", r"BM_linear/M:(\d+)/in:(\d+)/out:(\d+)/threads:(\d+)")
+def _linear(m):
+    M, I, O, t = map(int, m.groups())
+    x, w, b = torch.randn(M, I), torch.randn(O, I), torch.randn(O)
+    return t, f"linear ({M}, {I}) -> {O}", lambda: F.linear(x, w, b)
+
+
+@family("bench_norm", r"BM_layer_norm/B:(\d+)/N:(\d+)/D:(\d+)/threads:(\d+)")
+def _layer_norm(m):
+    B, N, D, t = map(int, m.groups())
+    x, w, b = torch.randn(B, N, D), torch.randn(D), torch.randn(D)
+    return t, f"layer_norm ({B}, {N}, {D})", lambda: F.layer_norm(x, (D,), w, b)
+
+
+@family("bench_norm", r"BM_batch_norm/N:(\d+)/C:(\d+)/H:(\d+)/W:(\d+)/threads:(\d+)")
+def _batch_norm(m):
+    N, C, H, W, t = map(int, m.groups())
+    x = torch.randn(N, C, H, W)
+    mean, var, w, b = torch.randn(C), torch.rand(C) + 0.5, torch.randn(C), torch.randn(C)
+    return t, f"batch_norm ({N}, {C}, {H}, {W})", lambda: F.batch_norm(x, mean, var, w, b, False)
+
+
+@family("bench_patch_embed", r"BM_patch_embed/B:(\d+)/image:(\d+)/patch:(\d+)/D:(\d+)/threads:(\d+)")
+def _patch_embed(m):
+    B, S, P, D, t = map(int, m.groups())
+    x, w, b = torch.randn(B, 3, S, S), torch.randn(D, 3, P, P), torch.randn(D)
+    return t, f"patch_embed B{B} {S}px /{P} -> {D}", lambda: F.conv2d(x, w, b, P)
+
+
+def _attention_torch(B, H, N, Dh):
+    # PyTorch 1.13 has no F.scaled_dot_product_attention; nn.MultiheadAttention computes exactly this.
+    q, k, v = (torch.randn(B, H, N, Dh) for _ in range(3))
+    scale = Dh ** -0.5
+    return lambda: torch.softmax((q * scale) @ k.transpose(-2, -1), -1) @ v
+
+
+@family("bench_attention", r"BM_sdpa/B:(\d+)/H:(\d+)/N:(\d+)/Dh:(\d+)/threads:(\d+)")
+def _sdpa(m):
+    B, H, N, Dh, t = map(int, m.groups())
+    return t, f"attention B{B} H{H} N{N} Dh{Dh}", _attention_torch(B, H, N, Dh)
+
+
+@family("bench_transformer", r"BM_encoder_block/B:(\d+)/N:(\d+)/D:(\d+)/H:(\d+)/threads:(\d+)")
+def _block(m):
+    from torchvision.models.vision_transformer import EncoderBlock
+    B, N, D, H, t = map(int, m.groups())
+    blk = EncoderBlock(H, D, 4 * D, 0.0, 0.0).eval()
+    x = torch.randn(B, N, D)
+    return t, f"encoder block B{B} N{N} D{D} H{H}", lambda: blk(x)
+
+
+@family("bench_vit", r"BM_vit/width:(\d+)/batch:(\d+)/threads:(\d+)")
+def _vit(m):
+    from torchvision.models.vision_transformer import VisionTransformer
+    D, B, t = map(int, m.groups())
+    model = VisionTransformer(224, 16, 12, D // 64, D, 4 * D).eval()
+    x = torch.randn(B, 3, 224, 224)
+    return t, f"ViT-{'S' if D == 384 else 'B'}/16 batch {B}", lambda: model(x)
+
+
 def run_fovea(build, bench, flt):
     exe = os.path.join(build, "bench", bench)
     if not os.path.exists(exe):
@@ -105,10 +177,13 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--filter", default=".")
     ap.add_argument("--out", default="docs/performance.md")
+    ap.add_argument("--benches", default=",".join(FAMILIES), help="comma-separated bench executables to run")
     args = ap.parse_args()
     rows = []
     load_before = os.getloadavg()
     for bench, pats in FAMILIES.items():
+        if bench not in args.benches.split(","):
+            continue
         for b in run_fovea(args.build, bench, args.filter):
             name = b["name"].replace("/real_time", "")
             for pat, builder in pats:
@@ -116,7 +191,7 @@ def main():
                 if not m:
                     continue
                 threads, desc, fn = builder(m)
-                torch.set_num_threads(threads)
+                set_threads(threads)
                 tt, tc = time_torch(fn)
                 tf, cf = to_seconds(b), to_seconds(b, "cpu_time")
                 rows.append((bench, desc, threads, tf, tt, cf, tc))
@@ -149,7 +224,8 @@ PREAMBLE = """# Performance against PyTorch
 
 Written by `bench/compare_pytorch.py` (re-run it to refresh): every row is one Google Benchmark of fovea
 (`build/bench/bench_*`, real time) and the same shapes in PyTorch {torch} ({blas}) at the same thread count
-(`torch.set_num_threads`), median of repeated runs, forward only, float32. Speed-up > 1 means fovea is faster.
+(`torch.set_num_threads`, and `openblas_set_num_threads` since Debian's torch reaches OpenBLAS through
+the generic libblas.so.3), median of repeated runs, forward only, float32. Speed-up > 1 means fovea is faster.
 Machine: {cpu}, 2 cores. Load average (1/5/15 min) during the run: {load}. On a shared machine wall-clock
 times of either side are inflated unevenly (PyTorch's OpenMP threads suffer most at 2 threads); the last column,
 the ratio of CPU times of single-threaded runs, is the load-robust comparison.
