@@ -1,6 +1,7 @@
 // fovea-embed: runs a vision encoder from a .safetensors checkpoint on a preprocessed .npy batch and writes
 // its outputs as float32 .npy. One function per architecture (see archs()): torchvision-resnet and the ViT
-// families torchvision-vit, timm-vit, hf-clip, hf-siglip.
+// families torchvision-vit, timm-vit, hf-clip, hf-siglip (several inputs of their own sizes run packed, in one
+// pass: VisionTransformer::forward_packed); run_navit is the place for navit.
 //
 // Exit codes: 0 done, 1 bad input (files, shapes, weights), 2 bad usage (flags, unknown or unimplemented
 // architecture). Every error is one line on stderr that names its cause.
@@ -79,7 +80,9 @@ Runs a vision encoder on a batch and writes its outputs as float32 .npy files.
   --input X.npy          Preprocessed batch (N, C, H, W), float32 or float64 (computed in that precision),
                          e.g. normalised with the ImageNet mean and std. Any H, W >= 1 (ViT: >= the patch).
                          ViT families: repeat --input for images of different sizes, each file one image
-                         (1, C, H, W); each runs alone and the output has one row per image, in order. A size
+                         (1, C, H, W); they are packed into sequences of at most --max-seq-len tokens and run
+                         in one pass, attention kept inside each image; the output has one row per image, in
+                         input order, equal to running each image alone. A size
                          other than the configured one resizes the position embeddings as the family does
                          (torchvision's interpolate_embeddings: bicubic, align_corners=True; timm's
                          dynamic_img_size: bicubic with antialias; Hugging Face's interpolate_pos_encoding:
@@ -97,10 +100,12 @@ Runs a vision encoder on a batch and writes its outputs as float32 .npy files.
                          map before average pooling, shape (N, C, h, w) (C = 512 for resnet18/34, 2048 for
                          resnet50+; h, w = 7, 7 at 224 x 224). ViT families: (N, tokens, D) after the final
                          norm (torchvision, timm, SigLIP), CLIP's last_hidden_state before post_layernorm.
+                         With several inputs: (images, tokens, D) when every image has the same number of
+                         tokens; images of different sizes have no common array and are refused (exit 2).
   --threads N            Worker threads (default: FOVEA_NUM_THREADS, else every core).
-  --max-seq-len L        Token budget per packed sequence for ViT families and navit (not for ResNet); with
-                         several --input files, an image with more tokens (class token included) is an error.
-                         Default 2048.
+  --max-seq-len L        Token budget per packed sequence for ViT families and navit (not for ResNet), used
+                         with several --input or --image files: every token counts (class and register
+                         tokens, patches); an image with more tokens than L is an error. Default 2048.
   -h, --help             This text.
 
 Exit status: 0 on success, 1 when an input file, its shape or the weights are wrong, 2 on bad usage or an
@@ -310,74 +315,10 @@ fovea::Tensor<T, 4> to_tensor4(const fovea::NpyArray<double>& a) {
   return x;
 }
 
-// Runs the inputs one by one (each alone, as the DESIGN pins it: the output has one row per image, in input
-// order, equal to running each image alone) and stacks the rows.
-template <class T>
-int vit_in(const Args& a, const fovea::VitConfig& config, const fovea::SafeTensors& file,
-           const std::vector<VitInput>& inputs, const fovea::Context& ctx, std::ostream& out) {
-  const auto model = fovea::VisionTransformer<T>::from_safetensors(file, config);
-  const Index max_tokens = a.max_seq_len ? *a.max_seq_len : 2048;
-  std::vector<fovea::VitOutput<T>> results;
-  Index rows = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (const VitInput& in : inputs) {
-    const fovea::Tensor<T, 4> x = to_tensor4<T>(in.values);
-    const fovea::Size2 grid = model.grid_for(x.dimensions(), "fovea-embed");
-    const Index tokens = config.num_prefix_tokens() + grid.h * grid.w;
-    if (inputs.size() > 1 && tokens > max_tokens)
-      fovea::detail::throw_shape("fovea-embed: ", in.label, " (", fovea::detail::shape_str(x), ") gives ", tokens,
-                                 " tokens, more than --max-seq-len ", max_tokens, " allows in one sequence");
-    results.push_back(model.forward_with_hidden(x, ctx));
-    rows += results.back().output.dimension(0);
-  }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-
-  const Index E = results.front().output.dimension(1);
-  fovea::Tensor<T, 2> output(rows, E);
-  Index r = 0;
-  for (const auto& res : results) {
-    std::copy(res.output.data(), res.output.data() + res.output.size(), output.data() + r * E);
-    r += res.output.dimension(0);
-  }
-  write_float32(a.output, output);
-  if (!a.hidden_states.empty()) {
-    const auto& h0 = results.front().last_hidden_state;
-    const Index N = h0.dimension(1), D = h0.dimension(2);
-    for (const auto& res : results)
-      if (res.last_hidden_state.dimension(1) != N)
-        throw UsageError(fovea::detail::cat("--hidden-states needs every input to give the same number of tokens "
-                                            "(one (images, tokens, D) array), but they give ", N, " and ",
-                                            res.last_hidden_state.dimension(1)));
-    fovea::Tensor<T, 3> hidden(rows, N, D);
-    r = 0;
-    for (const auto& res : results) {
-      const auto& h = res.last_hidden_state;
-      std::copy(h.data(), h.data() + h.size(), hidden.data() + r * N * D);
-      r += h.dimension(0);
-    }
-    write_float32(a.hidden_states, hidden);
-  }
-  const char* what = config.num_classes         ? "logits"
-                     : config.projection_dim    ? "image_embeds"
-                     : config.pool == fovea::VitPool::none ? "no pooled output"
-                                                 : "pooler_output";
-  out << fovea::vit_family_name(config.family) << " " << config.str() << " ("
-      << (std::is_same_v<T, float> ? "float32" : "float64") << ", " << ctx.num_threads() << " threads): "
-      << inputs.size() << " input" << (inputs.size() == 1 ? "" : "s") << " -> " << what << " "
-      << fovea::detail::shape_str(output) << " in " << ms << " ms\n";
-  return 0;
-}
-
-inline int run_vit(fovea::VitFamily family, const Args& a, const fovea::Context& ctx, std::ostream& out) {
-  const fovea::SafeTensors file = fovea::SafeTensors::open(a.weights);
-  const fovea::HfVisionConfig hf = a.config.empty() ? fovea::HfVisionConfig{} : fovea::read_hf_vision_config(a.config);
-  const fovea::VitConfig config = fovea::infer_vit_config(file, family, hf);
-  if (config.pool == fovea::VitPool::none)
-    throw UsageError(fovea::detail::cat("--arch ", fovea::vit_family_name(family), ": ", a.weights,
-                                        " has no pooling head (vision_use_head = false), so there is no "
-                                        "pooler_output to write"));
+// The --input files, checked: each (N, C, H, W); with several files, each one image (1, C, H, W) of its own
+// size (the packed runs of the ViT families and navit). Values kept in double until the precision is known.
+inline std::vector<VitInput> read_image_inputs(const Args& a) {
   std::vector<VitInput> inputs;
-  bool any_double = false;
   for (const std::string& path : a.inputs) {
     VitInput in{"--input '" + path + "'", fovea::read_npy_array<double>(path)};
     if (in.values.shape.size() != 4)
@@ -388,9 +329,111 @@ inline int run_vit(fovea::VitFamily family, const Args& a, const fovea::Context&
     if (a.inputs.size() > 1 && in.values.shape[0] != 1)
       fovea::detail::throw_shape(in.label, ": with several --input files each holds one image (1, C, H, W), but got ",
                                  fovea::detail::dims_str(in.values.shape));
-    any_double = any_double || in.values.was_double;
     inputs.push_back(std::move(in));
   }
+  return inputs;
+}
+
+inline bool any_double(const std::vector<VitInput>& inputs) {
+  return std::any_of(inputs.begin(), inputs.end(), [](const VitInput& in) { return in.values.was_double; });
+}
+
+// --hidden-states with several images: written only when every image has the same number of tokens (one
+// (images, tokens, D) array); images of different sizes are refused before any compute (exit 2), since no
+// single array holds them and one file per image would change what the flag names.
+inline void check_hidden_states_stack(const Args& a, const std::vector<Index>& tokens) {
+  if (a.hidden_states.empty()) return;
+  for (Index n : tokens)
+    if (n != tokens.front())
+      throw UsageError(fovea::detail::cat("--hidden-states needs every input to give the same number of tokens "
+                                          "(one (images, tokens, D) array), but they give ", tokens.front(), " and ",
+                                          n));
+}
+
+inline const char* vit_output_name(const fovea::VitConfig& config) {
+  return config.num_classes                     ? "logits"
+         : config.projection_dim                ? "image_embeds"
+         : config.pool == fovea::VitPool::none ? "no pooled output"
+                                                : "pooler_output";
+}
+
+// One --input (a batch of any N) or one --image: the plain forward, as the reference model runs it.
+template <class T>
+int vit_batch(const Args& a, const fovea::VisionTransformer<T>& model, const VitInput& in, const fovea::Context& ctx,
+              std::ostream& out) {
+  const fovea::VitConfig& config = model.config();
+  const fovea::Tensor<T, 4> x = to_tensor4<T>(in.values);
+  model.grid_for(x.dimensions(), in.label.c_str());
+  const auto t0 = std::chrono::steady_clock::now();
+  const fovea::VitOutput<T> res = model.forward_with_hidden(x, ctx);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  write_float32(a.output, res.output);
+  if (!a.hidden_states.empty()) write_float32(a.hidden_states, res.last_hidden_state);
+  out << fovea::vit_family_name(config.family) << " " << config.str() << " ("
+      << (std::is_same_v<T, float> ? "float32" : "float64") << ", " << ctx.num_threads() << " threads): 1 input "
+      << fovea::detail::shape_str(x) << " -> " << vit_output_name(config) << " " << fovea::detail::shape_str(res.output)
+      << " in " << ms << " ms\n";
+  return 0;
+}
+
+// Several inputs, one image each, of their own sizes: packed into sequences of at most --max-seq-len tokens
+// and run in one pass (VisionTransformer::forward_packed); the output has one row per image, in input order,
+// equal to running each image alone.
+template <class T>
+int vit_packed(const Args& a, const fovea::VisionTransformer<T>& model, const std::vector<VitInput>& inputs,
+               const fovea::Context& ctx, std::ostream& out) {
+  const fovea::VitConfig& config = model.config();
+  const Index max_tokens = a.max_seq_len ? Index(*a.max_seq_len) : fovea::kDefaultMaxSeqLen;
+  std::vector<fovea::Tensor<T, 4>> images;
+  std::vector<Index> tokens;
+  for (const VitInput& in : inputs) {
+    images.push_back(to_tensor4<T>(in.values));
+    const Index n = model.num_tokens(model.grid_for(images.back().dimensions(), in.label.c_str()));
+    if (n > max_tokens)
+      fovea::detail::throw_shape(in.label, " ", fovea::detail::shape_str(images.back()), " gives ", n,
+                                 " tokens, more than --max-seq-len ", max_tokens, " allows in one sequence");
+    tokens.push_back(n);
+  }
+  check_hidden_states_stack(a, tokens);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const fovea::VitPackedOutput<T> res = model.forward_packed_with_hidden(images, max_tokens, ctx);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  write_float32(a.output, res.output);
+  if (!a.hidden_states.empty()) {
+    const Index B = Index(res.last_hidden_state.size()), N = tokens.front(), D = config.width;
+    fovea::Tensor<T, 3> hidden(B, N, D);
+    for (Index i = 0; i < B; ++i)
+      std::copy_n(res.last_hidden_state[std::size_t(i)].data(), N * D, hidden.data() + i * N * D);
+    write_float32(a.hidden_states, hidden);
+  }
+  const fovea::PackPlan& plan = res.plan;
+  out << fovea::vit_family_name(config.family) << " " << config.str() << " ("
+      << (std::is_same_v<T, float> ? "float32" : "float64") << ", " << ctx.num_threads() << " threads): "
+      << inputs.size() << " inputs -> " << vit_output_name(config) << " " << fovea::detail::shape_str(res.output)
+      << ", packed into " << plan.sequences << " sequence" << (plan.sequences == 1 ? "" : "s") << " of "
+      << plan.seq_len << " tokens (--max-seq-len " << max_tokens << ", " << int(plan.padding_fraction() * 100 + 0.5)
+      << "% padding) in " << ms << " ms\n";
+  return 0;
+}
+
+template <class T>
+int vit_in(const Args& a, const fovea::VitConfig& config, const fovea::SafeTensors& file,
+           const std::vector<VitInput>& inputs, const fovea::Context& ctx, std::ostream& out) {
+  const auto model = fovea::VisionTransformer<T>::from_safetensors(file, config);
+  return inputs.size() == 1 ? vit_batch(a, model, inputs.front(), ctx, out) : vit_packed(a, model, inputs, ctx, out);
+}
+
+inline int run_vit(fovea::VitFamily family, const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  const fovea::SafeTensors file = fovea::SafeTensors::open(a.weights);
+  const fovea::HfVisionConfig hf = a.config.empty() ? fovea::HfVisionConfig{} : fovea::read_hf_vision_config(a.config);
+  const fovea::VitConfig config = fovea::infer_vit_config(file, family, hf);
+  if (config.pool == fovea::VitPool::none)
+    throw UsageError(fovea::detail::cat("--arch ", fovea::vit_family_name(family), ": ", a.weights,
+                                        " has no pooling head (vision_use_head = false), so there is no "
+                                        "pooler_output to write"));
+  std::vector<VitInput> inputs = read_image_inputs(a);
   for (const std::string& path : a.images) {
     const fovea::Tensor<float, 4> x = vit_preprocess(family, fovea::decode_image(path), int(config.image_size.h), ctx);
     VitInput in{"--image '" + path + "'", {}};
@@ -398,8 +441,8 @@ inline int run_vit(fovea::VitFamily family, const Args& a, const fovea::Context&
     in.values.values.assign(x.data(), x.data() + x.size());
     inputs.push_back(std::move(in));
   }
-  return any_double ? vit_in<double>(a, config, file, inputs, ctx, out)
-                    : vit_in<float>(a, config, file, inputs, ctx, out);
+  return any_double(inputs) ? vit_in<double>(a, config, file, inputs, ctx, out)
+                            : vit_in<float>(a, config, file, inputs, ctx, out);
 }
 
 inline int run_torchvision_vit(const Args& a, const fovea::Context& ctx, std::ostream& out) {
@@ -415,6 +458,17 @@ inline int run_hf_siglip(const Args& a, const fovea::Context& ctx, std::ostream&
   return run_vit(fovea::VitFamily::hf_siglip, a, ctx, out);
 }
 
+// ---- navit -------------------------------------------------------------------------------------------------
+
+// --arch navit: the place for models/navit.hpp. It takes what the ViT families take: read_image_inputs(a)
+// (each --input one image (1, C, H, W) of its own size when repeated), a.max_seq_len (default
+// fovea::kDefaultMaxSeqLen), check_hidden_states_stack before computing, one output row per image in input
+// order, written with write_float32.
+inline int run_navit(const Args& a, const fovea::Context& ctx, std::ostream& out) {
+  (void)a, (void)ctx, (void)out;
+  throw UsageError("--arch navit is not implemented yet in this build");
+}
+
 using ArchFn = std::function<int(const Args&, const fovea::Context&, std::ostream&)>;
 
 // Every architecture the CLI names; an empty function means "not implemented yet". Adding one is adding
@@ -426,7 +480,7 @@ inline const std::map<std::string, ArchFn>& archs() {
       {"timm-vit", run_timm_vit},
       {"hf-clip", run_hf_clip},
       {"hf-siglip", run_hf_siglip},
-      {"navit", nullptr},
+      {"navit", run_navit},
   };
   return table;
 }

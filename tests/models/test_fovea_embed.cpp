@@ -1,9 +1,11 @@
 // fovea-embed end to end, in-process: the CLI's own source with its main() left out, run on the ResNet
-// reference files; outputs read back from .npy and compared with torchvision, plus every exit code.
+// reference files; outputs read back from .npy and compared with torchvision, plus every exit code. And the
+// ViT families' repeated --input (images of their own sizes, run packed) against a separate run per image.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -180,4 +182,132 @@ TEST(FoveaEmbed, HelpDocumentsEveryFlag) {
                         "Exit status", "not implemented yet"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
   EXPECT_EQ(embed({"--arch", "x", "-h"}).code, 0);
+}
+
+// --- repeated --input through the ViT families: packed, against one run per image ---------------------------
+
+namespace {
+
+const std::string kVit = std::string(FOVEA_REF_DIR) + "/vit/";
+
+// One random image (1, 3, h, w) as its own .npy file.
+std::string image_file(Index h, Index w, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  Tensor<float, 4> x(1, 3, h, w);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng);
+  const std::string path = kTmp + "image_" + std::to_string(h) + "x" + std::to_string(w) + "_" + std::to_string(seed) +
+                           ".npy";
+  write_npy(path, x);
+  return path;
+}
+
+std::vector<std::string> vit_args(const std::string& arch, const std::string& name) {
+  return {"--arch", arch, "--weights", kVit + name + ".safetensors", "--config", kVit + name + "_config.json",
+          "--threads", "2"};
+}
+
+}  // namespace
+
+TEST(FoveaEmbed, RepeatedInputsEqualSeparateRuns) {
+  // Four sizes on the patch-4, 16 x 16 reference towers: the configured one, non-square, a 7x7 grid (50
+  // tokens with a class token), a 2x2 one. --max-seq-len 60 packs them into several sequences. Each row must
+  // equal that image's own run; both are float32 runs of the same sums split differently, so agree within a
+  // few roundings: 5e-6 of the scale (test_vit_packed.cpp's bound).
+  const std::vector<std::string> files = {image_file(16, 16, 1), image_file(12, 20, 2), image_file(28, 28, 3),
+                                          image_file(8, 8, 4)};
+  const std::pair<const char*, const char*> runs[] = {
+      {"torchvision-vit", "tv"}, {"timm-vit", "timm_avg"}, {"hf-clip", "clip"}, {"hf-siglip", "siglip"}};
+  for (const auto& [arch, name] : runs) {
+    SCOPED_TRACE(arch);
+    const std::string packed = kTmp + name + "_packed.npy";
+    std::vector<std::string> args = vit_args(arch, name);
+    for (const std::string& f : files) args.insert(args.end(), {"--input", f});
+    args.insert(args.end(), {"--output", packed, "--max-seq-len", "60"});
+    const CliRun r = embed(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("4 inputs -> "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("(--max-seq-len 60"), std::string::npos) << r.out;
+    const Tensor<float, 2> got = read_npy<float, 2>(packed);
+    ASSERT_EQ(got.dimension(0), 4);
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      SCOPED_TRACE(files[i]);
+      const std::string alone = kTmp + name + "_alone.npy";
+      std::vector<std::string> one = vit_args(arch, name);
+      one.insert(one.end(), {"--input", files[i], "--output", alone});
+      const CliRun s = embed(one);
+      ASSERT_EQ(s.code, 0) << s.err;
+      const Tensor<float, 2> expected = read_npy<float, 2>(alone);
+      ASSERT_EQ(expected.dimension(1), got.dimension(1));
+      const Tensor<float, 2> row =
+          got.slice(std::array<Index, 2>{Index(i), 0}, std::array<Index, 2>{1, got.dimension(1)});
+      EXPECT_TRUE(test::all_close(row, expected, 5e-6, 0));
+    }
+  }
+}
+
+TEST(FoveaEmbed, RepeatedInputsOfOneSizeKeepHiddenStates) {
+  // Same-size images: the hidden states stack into (images, tokens, D), each as its own run writes it.
+  const std::vector<std::string> files = {image_file(12, 20, 5), image_file(12, 20, 6), image_file(12, 20, 7)};
+  const std::string out = kTmp + "same_out.npy", hidden = kTmp + "same_hidden.npy";
+  std::vector<std::string> args = vit_args("hf-siglip", "siglip");
+  for (const std::string& f : files) args.insert(args.end(), {"--input", f});
+  args.insert(args.end(), {"--output", out, "--hidden-states", hidden});
+  const CliRun r = embed(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("packed into 1 sequence of 45 tokens (--max-seq-len 2048, 0% padding)"), std::string::npos)
+      << r.out;
+  const Tensor<float, 3> got = read_npy<float, 3>(hidden);
+  ASSERT_EQ(got.dimension(0), 3);
+  ASSERT_EQ(got.dimension(1), 15);  // SigLIP: no class token, 3 x 5 patches
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const std::string alone = kTmp + "same_alone.npy", alone_hidden = kTmp + "same_alone_hidden.npy";
+    std::vector<std::string> one = vit_args("hf-siglip", "siglip");
+    one.insert(one.end(), {"--input", files[i], "--output", alone, "--hidden-states", alone_hidden});
+    ASSERT_EQ(embed(one).code, 0);
+    const Tensor<float, 3> expected = read_npy<float, 3>(alone_hidden);
+    const Tensor<float, 3> mine =
+        got.slice(std::array<Index, 3>{Index(i), 0, 0}, std::array<Index, 3>{1, got.dimension(1), got.dimension(2)});
+    EXPECT_TRUE(test::all_close(mine, expected, 5e-6, 0)) << i;
+  }
+  // Different sizes: refused before running, naming both token counts.
+  args = vit_args("hf-siglip", "siglip");
+  args.insert(args.end(), {"--input", files[0], "--input", image_file(8, 8, 8), "--output", out, "--hidden-states",
+                           hidden});
+  const CliRun bad = embed(args);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--hidden-states needs every input to give the same number of tokens"), std::string::npos)
+      << bad.err;
+  EXPECT_NE(bad.err.find("they give 15 and 4"), std::string::npos) << bad.err;
+}
+
+TEST(FoveaEmbed, RepeatedImagesRunPacked) {
+  // --image twice: both preprocessed at the model's size and packed; each row equals the single --image run.
+  const std::string img = std::string(FOVEA_REF_DIR) + "/image/photo_160x120.jpg";
+  const std::string two = kTmp + "two_images.npy", one = kTmp + "one_image.npy";
+  std::vector<std::string> args = vit_args("torchvision-vit", "tv");
+  args.insert(args.end(), {"--image", img, "--image", img, "--output", two});
+  const CliRun r = embed(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 inputs -> logits (2, 10), packed into 1 sequence of 34 tokens"), std::string::npos) << r.out;
+  args = vit_args("torchvision-vit", "tv");
+  args.insert(args.end(), {"--image", img, "--output", one});
+  ASSERT_EQ(embed(args).code, 0);
+  const Tensor<float, 2> got = read_npy<float, 2>(two), expected = read_npy<float, 2>(one);
+  for (Index i = 0; i < 2; ++i) {
+    const Tensor<float, 2> row = got.slice(std::array<Index, 2>{i, 0}, std::array<Index, 2>{1, got.dimension(1)});
+    EXPECT_TRUE(test::all_close(row, expected, 5e-6, 0)) << i;
+  }
+}
+
+TEST(FoveaEmbed, RepeatedInputOverTheTokenBudget) {
+  const std::string big = image_file(28, 28, 9);
+  std::vector<std::string> args = vit_args("timm-vit", "timm");
+  args.insert(args.end(), {"--input", image_file(8, 8, 10), "--input", big, "--output", kTmp + "unused.npy",
+                           "--max-seq-len", "40"});
+  const CliRun r = embed(args);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--input '" + big + "' (1, 3, 28, 28) gives 50 tokens, more than --max-seq-len 40"),
+            std::string::npos)
+      << r.err;
 }

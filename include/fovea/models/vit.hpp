@@ -40,6 +40,18 @@
 // attention reading Q, K, V in place, residual adds as GEMM accumulation, GELU in fc1's tile epilogue;
 // HF's separate q, k, v weights stay three products into the same buffer), so a forward allocates its
 // buffers once.
+//
+// Mixed-size batches (forward_packed): images of different sizes run in one pass. Each image gets its own
+// grid, its family's resized position table and its own prefix tokens, exactly as if it ran alone; the
+// token sequences are then laid end to end into a few sequences of at most max_seq_len tokens
+// (navit/pack.hpp's plan_packing, greedy in input order) and every block runs once on them with
+// AttentionMask::segments, so attention stays inside each image and skips other images' key blocks.
+// LayerNorms, MLPs and projections act per token, so they run on the packed tensor as is; padding tokens
+// (zeros) stay finite through every block (LayerNorm of a zero row is its bias; a padding query attends to
+// nothing and gives zeros), so nothing 0 * inf or NaN can reach a real token through a masked product.
+// Pooling is per image: its class token, the mean of its own patch tokens, or SigLIP's probe with one query
+// per image attending to that image's tokens only. Results equal running each image alone up to float
+// rounding (the products see other row counts, so sums split differently).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -55,6 +67,7 @@
 #include "fovea/io/safetensors.hpp"
 #include "fovea/models/config.hpp"
 #include "fovea/models/weights.hpp"
+#include "fovea/navit/pack.hpp"
 #include "fovea/nn/attention_pool.hpp"
 #include "fovea/nn/encoder_block.hpp"
 #include "fovea/nn/layer_norm.hpp"
@@ -640,6 +653,19 @@ struct VitOutput {
   std::vector<Tensor<T, 3>> blocks;
 };
 
+// What forward_packed_with_hidden returns: one row (or tensor) per image, in input order.
+template <class T>
+struct VitPackedOutput {
+  Tensor<T, 2> output;  // (images, output_dim): what forward_packed() returns; empty without pooling
+  Tensor<T, 2> pooled;  // (images, D): after pooling and fc_norm; empty without pooling
+  // One (tokens_i, D) tensor per image, as forward_with_hidden's last_hidden_state of that image alone.
+  std::vector<Tensor<T, 2>> last_hidden_state;
+  PackPlan plan;  // how the images were laid out (sequences, their length, each image's slot)
+};
+
+// The token budget of a packed sequence when none is given (fovea-embed's --max-seq-len default).
+inline constexpr Index kDefaultMaxSeqLen = 2048;
+
 template <class T>
 class VisionTransformer {
  public:
@@ -809,6 +835,31 @@ class VisionTransformer {
     return run(x, VitHidden::last, true, ctx);
   }
 
+  // images[k] (N_k, C, H_k, W_k), each tensor N_k images of one size (usually 1), sizes free -> (images,
+  // output_dim), images = sum N_k, rows in input order: row i equals forward() of image i alone, up to float
+  // rounding. The images are packed into sequences of at most max_seq_len tokens (every token counts: an
+  // image has num_tokens(its grid)) and run through the blocks once; see the file comment.
+  Tensor<T, 2> forward_packed(const std::vector<Tensor<T, 4>>& images, Index max_seq_len = kDefaultMaxSeqLen,
+                              const Context& ctx = default_context()) const {
+    return run_packed(images, max_seq_len, false, ctx).output;
+  }
+  Tensor<T, 2> forward_packed(const std::vector<Tensor<T, 4>>& images, const Context& ctx) const {
+    return forward_packed(images, kDefaultMaxSeqLen, ctx);
+  }
+
+  // The same with the pooled rows, each image's last hidden state (n_i, D) and the packing plan.
+  VitPackedOutput<T> forward_packed_with_hidden(const std::vector<Tensor<T, 4>>& images,
+                                                Index max_seq_len = kDefaultMaxSeqLen,
+                                                const Context& ctx = default_context()) const {
+    return run_packed(images, max_seq_len, true, ctx);
+  }
+  VitPackedOutput<T> forward_packed_with_hidden(const std::vector<Tensor<T, 4>>& images, const Context& ctx) const {
+    return forward_packed_with_hidden(images, kDefaultMaxSeqLen, ctx);
+  }
+
+  // The tokens an image with this patch grid has in a sequence: prefix tokens (class, registers) + patches.
+  Index num_tokens(Size2 grid) const { return config_.num_prefix_tokens() + grid.h * grid.w; }
+
   // The patch grid of an input (B, C, H, W), (H / P, W / P) rounded down, after the checks forward makes.
   Size2 grid_for(const std::array<Index, 4>& input, const char* op = "VisionTransformer.forward") const {
     const Index P = config_.patch_size;
@@ -919,24 +970,157 @@ class VisionTransformer {
         case VitPool::none: break;
       }
       if (fc_norm_) out.pooled = fc_norm_->forward(out.pooled, ctx);
-      if (head_) {
-        if (pre_logits_) {
-          Tensor<T, 2> rep = pre_logits_->forward(out.pooled, ctx);
-          for (Index i = 0; i < rep.size(); ++i) rep.data()[i] = std::tanh(rep.data()[i]);
-          out.output = head_->forward(rep, ctx);
-        } else {
-          out.output = head_->forward(out.pooled, ctx);
-        }
-      } else if (projection_) {
-        out.output = projection_->forward(out.pooled, ctx);
-      } else {
-        out.output = out.pooled;
-      }
+      out.output = head_forward(out.pooled, ctx);
     }
     // CLIP's last_hidden_state is the blocks' output (post_layernorm acts on the pooled token only), which
     // `tokens` is: CLIP has no final norm.
     if (keep_hidden) out.last_hidden_state = std::move(tokens);
     (void)B, (void)D, (void)N;
+    return out;
+  }
+
+  // pooled (B, D), after fc_norm -> (B, output_dim): head(tanh(pre_logits(pooled))) | head(pooled) |
+  // projection(pooled) | pooled.
+  Tensor<T, 2> head_forward(const Tensor<T, 2>& pooled, const Context& ctx) const {
+    if (head_) {
+      if (!pre_logits_) return head_->forward(pooled, ctx);
+      Tensor<T, 2> rep = pre_logits_->forward(pooled, ctx);
+      for (Index i = 0; i < rep.size(); ++i) rep.data()[i] = std::tanh(rep.data()[i]);
+      return head_->forward(rep, ctx);
+    }
+    if (projection_) return projection_->forward(pooled, ctx);
+    return pooled;
+  }
+
+  // images[k] (N_k, C, H_k, W_k) -> everything forward_packed and forward_packed_with_hidden return.
+  VitPackedOutput<T> run_packed(const std::vector<Tensor<T, 4>>& images, Index max_seq_len, bool keep_hidden,
+                                const Context& ctx) const {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "VisionTransformer: float or double");
+    const char* op = keep_hidden ? "VisionTransformer.forward_packed_with_hidden" : "VisionTransformer.forward_packed";
+    // Every check before any compute.
+    if (images.empty()) detail::throw_shape(op, ": expected at least one image, but got an empty list");
+    if (max_seq_len < 1) detail::throw_shape(op, ": expected max_seq_len >= 1, but got ", max_seq_len);
+    if (config_.pool == VitPool::none && !keep_hidden)
+      detail::throw_shape(op, ": this model has no pooled output (", config_.str(), ", SigLIP with vision_use_head = ",
+                          "false); use forward_packed_with_hidden for its hidden states");
+    const Index D = config_.width;
+    std::vector<Size2> grids;
+    std::vector<Index> lengths;
+    for (std::size_t k = 0; k < images.size(); ++k) {
+      const std::string where = detail::cat(op, ": images[", k, "]");
+      const Size2 grid = grid_for(images[k].dimensions(), where.c_str());
+      const Index n = num_tokens(grid);
+      if (n > max_seq_len)
+        detail::throw_shape(op, ": image ", lengths.size(), " (images[", k, "], ", detail::shape_str(images[k]),
+                            ") has ", n, " tokens (", config_.num_prefix_tokens(), " prefix + ", grid.h, "x", grid.w,
+                            " patches), more than max_seq_len = ", max_seq_len,
+                            "; raise max_seq_len or use a smaller image");
+      grids.push_back(grid);
+      lengths.insert(lengths.end(), std::size_t(images[k].dimension(0)), n);
+    }
+
+    VitPackedOutput<T> out;
+    out.plan = plan_packing(lengths, max_seq_len);
+    const PackPlan& plan = out.plan;
+    const Tensor<Index, 2> ids = plan.segment_ids();
+    const AttentionMask<T> mask = AttentionMask<T>::segments(ids);
+
+    // tokens (S, L, D): every image's sequence built as the single-image path builds it (its own grid's
+    // position table, one per distinct grid), copied into its slot; padding stays zero.
+    Tensor<T, 3> tokens(plan.sequences, plan.seq_len, D);
+    tokens.setZero();
+    std::map<std::pair<Index, Index>, Tensor<T, 2>> tables;
+    std::size_t image = 0;
+    for (std::size_t k = 0; k < images.size(); ++k) {
+      auto table = tables.find({grids[k].h, grids[k].w});
+      if (table == tables.end())
+        table = tables.emplace(std::make_pair(grids[k].h, grids[k].w), position_embedding(grids[k], ctx)).first;
+      const Tensor<T, 3> own = patch_.forward(images[k], prefix_, table->second, ctx);
+      const Index n = own.dimension(1);
+      for (Index b = 0; b < own.dimension(0); ++b, ++image) {
+        const PackedSlot& s = plan.slots[image];
+        std::copy_n(own.data() + b * n * D, n * D, tokens.data() + (s.sequence * plan.seq_len + s.offset) * D);
+      }
+    }
+
+    EncoderWorkspace<T> ws;
+    if (norm_pre_) {
+      norm_pre_->forward_into(tokens, ws.normed, ws.mean, ws.rstd, ctx);
+      std::swap(tokens, ws.normed);
+    }
+    for (const EncoderBlock<T>& blk : blocks_) blk.forward_(tokens, ws, mask, ctx);
+    if (norm_) {
+      norm_->forward_into(tokens, ws.normed, ws.mean, ws.rstd, ctx);
+      std::swap(tokens, ws.normed);
+    }
+
+    if (config_.pool != VitPool::none) {
+      switch (config_.pool) {
+        case VitPool::token: out.pooled = packed_token_pool(tokens, plan); break;
+        case VitPool::avg: out.pooled = packed_mean_pool(tokens, plan, ctx); break;
+        case VitPool::attention: out.pooled = packed_attention_pool(tokens, plan, ids, ws, ctx); break;
+        case VitPool::none: break;
+      }
+      if (fc_norm_) out.pooled = fc_norm_->forward(out.pooled, ctx);
+      out.output = head_forward(out.pooled, ctx);
+    }
+    if (keep_hidden) out.last_hidden_state = unpack_tokens(tokens, plan);
+    return out;
+  }
+
+  // tokens (S, L, D) -> (images, D): each image's class token (the first of its slot).
+  Tensor<T, 2> packed_token_pool(const Tensor<T, 3>& tokens, const PackPlan& plan) const {
+    const Index D = tokens.dimension(2);
+    Tensor<T, 2> out(plan.images(), D);
+    for (Index i = 0; i < plan.images(); ++i) {
+      const PackedSlot& s = plan.slots[std::size_t(i)];
+      std::copy_n(tokens.data() + (s.sequence * plan.seq_len + s.offset) * D, D, out.data() + i * D);
+    }
+    return out;
+  }
+
+  // tokens (S, L, D) -> (images, D): the mean of each image's own patch tokens, summed in double in token
+  // order as mean_pool does, so a packed image pools to the same bits as its tokens alone would.
+  Tensor<T, 2> packed_mean_pool(const Tensor<T, 3>& tokens, const PackPlan& plan, const Context& ctx) const {
+    const Index D = tokens.dimension(2), prefix = config_.num_prefix_tokens();
+    Tensor<T, 2> out(plan.images(), D);
+    ctx.parallel_for(plan.images(), [&](Index i) {
+      const PackedSlot& s = plan.slots[std::size_t(i)];
+      std::vector<double> acc(std::size_t(D), 0.0);
+      for (Index n = prefix; n < s.length; ++n) {
+        const T* row = tokens.data() + (s.sequence * plan.seq_len + s.offset + n) * D;
+        for (Index d = 0; d < D; ++d) acc[std::size_t(d)] += double(row[d]);
+      }
+      for (Index d = 0; d < D; ++d) out(i, d) = T(acc[std::size_t(d)] / double(s.length - prefix));
+    });
+    return out;
+  }
+
+  // tokens (S, L, D), ids (S, L) -> (images, D): SigLIP's head with one probe query per image. Sequence s gets
+  // Q queries (Q = the most images a sequence holds), all the probe; query j carries the id of the j-th image
+  // of s (or -1: a padding query, whose output is zeros and is never read), so AttentionMask::segments keeps
+  // each query on its own image's tokens. Then the head's layernorm and MLP residual, per query row.
+  Tensor<T, 2> packed_attention_pool(const Tensor<T, 3>& tokens, const PackPlan& plan, const Tensor<Index, 2>& ids,
+                                     EncoderWorkspace<T>& ws, const Context& ctx) const {
+    const AttentionPoolHead<T>& head = *pool_head_;
+    const Index S = plan.sequences, L = plan.seq_len, D = tokens.dimension(2);
+    std::vector<Index> local(plan.slots.size()), count(std::size_t(S), 0);
+    for (std::size_t i = 0; i < plan.slots.size(); ++i) local[i] = count[std::size_t(plan.slots[i].sequence)]++;
+    const Index Q = *std::max_element(count.begin(), count.end());
+    Tensor<Index, 2> q_ids(S, Q);
+    q_ids.setConstant(-1);
+    for (std::size_t i = 0; i < plan.slots.size(); ++i) q_ids(plan.slots[i].sequence, local[i]) = Index(i);
+    Tensor<T, 3> probes(1, Q, D);  // read with batch stride 0: one set of queries for every sequence
+    for (Index j = 0; j < Q; ++j) std::copy_n(head.probe.data(), D, probes.data() + j * D);
+    Tensor<T, 3> pooled(S, Q, D);
+    const AttentionMask<T> mask = AttentionMask<T>::segments(q_ids, ids);
+    head.attention.cross_attention_rows(probes.data(), 1, Q, tokens.data(), S, L, mask, pooled.data(), false, ws.attn,
+                                        ctx);
+    head.layernorm.forward_into(pooled, ws.normed, ws.mean, ws.rstd, ctx);
+    head.mlp.forward_rows(ws.normed.data(), S * Q, pooled.data(), true, ws.hidden, ctx);
+    Tensor<T, 2> out(plan.images(), D);
+    for (std::size_t i = 0; i < plan.slots.size(); ++i)
+      std::copy_n(pooled.data() + (plan.slots[i].sequence * Q + local[i]) * D, D, out.data() + Index(i) * D);
     return out;
   }
 

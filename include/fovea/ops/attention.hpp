@@ -46,8 +46,10 @@ namespace fovea {
 //   AttentionMask<T>::additive(m)       scores + m (m may hold -inf)
 //   AttentionMask<T>::boolean(m)        true = may attend (PyTorch's convention for a bool attn_mask)
 //   AttentionMask<T>::segments(ids)     ids (B, N), self-attention of packed sequences: query i attends key j
-//                                       iff ids[i] == ids[j] >= 0; negative ids are padding. Key blocks of
-//                                       other segments are skipped, not masked, so packing costs no N^2.
+//                                       iff ids[i] == ids[j] >= 0; negative ids are padding. When each
+//                                       segment's keys are one contiguous run (as packing lays them out),
+//                                       each query run attends its key run alone: cost sum_i n_i^2, not N^2;
+//                                       otherwise key blocks of other segments are skipped.
 //   AttentionMask<T>::segments(q_ids, k_ids)  the same with (B, Nq) and (B, Nk) ids.
 template <class T>
 class AttentionMask {
@@ -376,12 +378,93 @@ void attention_block(const AttentionArgs<T>& a, const AttentionMask<T>& mask,
   }
 }
 
+// A run of queries [q0, q0 + nq) of batch b that attends exactly keys [k0, k0 + nk) (nk == 0: no key, the
+// rows are zero).
+struct SegmentRun {
+  Index b, q0, nq, k0, nk;
+};
+
+// Packed sequences lay each segment out as one contiguous run of queries and one of keys. Then every query
+// run attends one key run with no mask at all, which is the unmasked kernel on sub-views: the cost is
+// sum_i n_i^2, not L^2, and a packed image computes exactly what it computes alone. Returns false (the
+// caller falls back to masking key blocks) when some id's keys are not one contiguous run.
+template <class T>
+bool segment_runs(const AttentionArgs<T>& a, const AttentionMask<T>& mask, std::vector<SegmentRun>& runs) {
+  std::vector<std::pair<Index, Index>> keys;  // (id, first key) of each key run, then sorted by id
+  for (Index b = 0; b < a.B; ++b) {
+    const Index* kid = mask.k_ids() + b * a.Nk;
+    const Index* qid = mask.q_ids() + b * a.Nq;
+    keys.clear();
+    std::vector<Index> key_len;
+    for (Index j = 0; j < a.Nk;) {
+      Index e = j + 1;
+      while (e < a.Nk && kid[e] == kid[j]) ++e;
+      if (kid[j] >= 0) keys.emplace_back(kid[j], j), key_len.push_back(e - j);
+      j = e;
+    }
+    std::vector<Index> order(keys.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = Index(i);
+    std::sort(order.begin(), order.end(), [&](Index x, Index y) { return keys[std::size_t(x)].first < keys[std::size_t(y)].first; });
+    for (std::size_t i = 1; i < order.size(); ++i)
+      if (keys[std::size_t(order[i])].first == keys[std::size_t(order[i - 1])].first) return false;
+    for (Index i = 0; i < a.Nq;) {
+      Index e = i + 1;
+      while (e < a.Nq && qid[e] == qid[i]) ++e;
+      SegmentRun r{b, i, e - i, 0, 0};
+      if (qid[i] >= 0) {
+        const auto it = std::lower_bound(order.begin(), order.end(), qid[i],
+                                         [&](Index x, Index id) { return keys[std::size_t(x)].first < id; });
+        if (it != order.end() && keys[std::size_t(*it)].first == qid[i])
+          r.k0 = keys[std::size_t(*it)].second, r.nk = key_len[std::size_t(*it)];
+      }
+      runs.push_back(r);
+      i = e;
+    }
+  }
+  return true;
+}
+
+// Segment masks whose segments are contiguous runs: every query run through the unmasked kernel on its own
+// key run (see segment_runs). Query runs are cut into blocks as attention_forward cuts whole sequences.
+template <class T>
+void attention_forward_runs(const AttentionArgs<T>& a, const std::vector<SegmentRun>& runs, const Context& ctx) {
+  struct Item {
+    std::size_t run;
+    Index i0, mq;  // query rows within the run
+  };
+  std::vector<Item> items;
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const Index nq = runs[r].nq;
+    const Index nqb = (nq + kAttnMaxQueryBlock - 1) / kAttnMaxQueryBlock, bq = (nq + nqb - 1) / nqb;
+    for (Index i0 = 0; i0 < nq; i0 += bq) items.push_back({r, i0, std::min(bq, nq - i0)});
+  }
+  const AttentionMask<T> none;
+  ctx.parallel_for(Index(items.size()) * a.H, [&](Index t) {
+    const Item& it = items[std::size_t(t / a.H)];
+    const SegmentRun& r = runs[it.run];
+    const Index h = t % a.H;
+    if (r.nk == 0) {
+      for (Index i = 0; i < it.mq; ++i) std::fill_n(a.out.at(r.b, h, r.q0 + it.i0 + i), a.Dv, T(0));
+      return;
+    }
+    AttentionArgs<T> sub = a;
+    sub.Nq = r.nq, sub.Nk = r.nk;
+    sub.q.data += r.q0 * a.q.row, sub.out.data += r.q0 * a.out.row;
+    sub.k.data += r.k0 * a.k.row, sub.v.data += r.k0 * a.v.row;
+    attention_block(sub, none, {}, r.b, h, it.i0, it.mq);
+  });
+}
+
 // The kernel on strided operands; checks are the caller's. The mask must already be checked against
 // (B, H, Nq, Nk).
 template <class T>
 void attention_forward(const AttentionArgs<T>& a, const AttentionMask<T>& mask, const Context& ctx) {
   static_assert(is_float_or_double_v<T>, "scaled_dot_product_attention: float or double");
   if (a.B == 0 || a.H == 0 || a.Nq == 0) return;
+  if (mask.kind() == AttentionMask<T>::Kind::segments) {
+    std::vector<SegmentRun> runs;
+    if (segment_runs(a, mask, runs)) return attention_forward_runs(a, runs, ctx);
+  }
   // Query blocks of equal size (300 rows -> 2 x 150, not 256 + 44), so items cost the same.
   Index nqb = (a.Nq + kAttnMaxQueryBlock - 1) / kAttnMaxQueryBlock;
   nqb = std::max(nqb, std::min((a.Nq + 31) / 32, (kAttnMinItems + a.B * a.H - 1) / (a.B * a.H)));
