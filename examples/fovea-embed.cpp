@@ -30,6 +30,7 @@
 #include "fovea/io/image.hpp"
 #include "fovea/io/preprocess.hpp"
 #include "fovea/models/config.hpp"
+#include "fovea/models/navit.hpp"
 #include "fovea/models/resnet.hpp"
 #include "fovea/models/vit.hpp"
 
@@ -59,7 +60,7 @@ Runs a vision encoder on a batch and writes its outputs as float32 .npy files.
   --arch ARCH            torchvision-resnet (torchvision.models.resnet18/34/50/101/152, ResNeXt, wide ResNet);
                          torchvision-vit (vit_b_16, vit_b_32, vit_l_16, ...); timm-vit (timm's vit_*);
                          hf-clip (CLIPVisionModel[WithProjection] or a full CLIPModel file); hf-siglip
-                         (SiglipVisionModel or a full SiglipModel file). Planned, not implemented yet: navit.
+                         (SiglipVisionModel or a full SiglipModel file); navit (lucidrains' vit_pytorch na_vit.py).
   --weights FILE         .safetensors holding the model's state_dict under its own names (torchvision:
                          conv1.weight, bn1.*, layer1.0.conv1.weight, ..., layer4.*.downsample.0.weight, fc.*).
                          F32, F64, F16 or BF16. BatchNorm's num_batches_tracked may be present and is ignored.
@@ -460,13 +461,56 @@ inline int run_hf_siglip(const Args& a, const fovea::Context& ctx, std::ostream&
 
 // ---- navit -------------------------------------------------------------------------------------------------
 
-// --arch navit: the place for models/navit.hpp. It takes what the ViT families take: read_image_inputs(a)
-// (each --input one image (1, C, H, W) of its own size when repeated), a.max_seq_len (default
-// fovea::kDefaultMaxSeqLen), check_hidden_states_stack before computing, one output row per image in input
-// order, written with write_float32.
+// --arch navit: lucidrains' na_vit.py weights. Every --input is split into its images; they are packed into
+// sequences of at most --max-seq-len patches (no class token), attention kept inside each image, and the
+// output has one row of logits per image, in input order: na_vit's model(images) in eval mode. na_vit
+// has no image processor, so --image is refused rather than guessed.
+template <class T>
+int navit_in(const Args& a, const fovea::NaViT<T>& model, const std::vector<VitInput>& inputs,
+             const fovea::Context& ctx, std::ostream& out) {
+  const fovea::NaViTConfig& config = model.config();
+  const Index max_tokens = a.max_seq_len ? Index(*a.max_seq_len) : fovea::kDefaultMaxSeqLen;
+  std::vector<fovea::Tensor<T, 4>> images;
+  std::vector<Index> tokens;
+  for (const VitInput& in : inputs) {
+    const fovea::Tensor<T, 4> batch = to_tensor4<T>(in.values);
+    const Index N = batch.dimension(0), per = batch.size() / N;
+    for (Index n = 0; n < N; ++n) {
+      fovea::Tensor<T, 4> x(1, batch.dimension(1), batch.dimension(2), batch.dimension(3));
+      std::copy_n(batch.data() + n * per, per, x.data());
+      images.push_back(std::move(x));
+      tokens.push_back((batch.dimension(2) / config.patch_size) * (batch.dimension(3) / config.patch_size));
+    }
+  }
+  check_hidden_states_stack(a, tokens);
+  const auto t0 = std::chrono::steady_clock::now();
+  const fovea::NaViTOutput<T> res = model.forward_with_hidden(images, fovea::NaViTOptions().max_seq_len(max_tokens), ctx);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  write_float32(a.output, res.logits);
+  if (!a.hidden_states.empty()) {
+    const Index B = Index(res.hidden.size()), N = res.hidden.front().dimension(0), D = config.dim;
+    fovea::Tensor<T, 3> hidden(B, N, D);
+    for (Index i = 0; i < B; ++i) std::copy_n(res.hidden[std::size_t(i)].data(), N * D, hidden.data() + i * N * D);
+    write_float32(a.hidden_states, hidden);
+  }
+  out << "navit dim " << config.dim << ", depth " << config.depth << ", heads " << config.heads << ", patch "
+      << config.patch_size << " (" << (std::is_same_v<T, float> ? "float32" : "float64") << ", " << ctx.num_threads()
+      << " threads): " << images.size() << " image" << (images.size() == 1 ? "" : "s") << " -> logits "
+      << fovea::detail::shape_str(res.logits) << ", packed into " << res.plan.sequences << " sequence"
+      << (res.plan.sequences == 1 ? "" : "s") << " of " << res.plan.seq_len << " tokens (--max-seq-len " << max_tokens
+      << ") in " << ms << " ms\n";
+  return 0;
+}
+
 inline int run_navit(const Args& a, const fovea::Context& ctx, std::ostream& out) {
-  (void)a, (void)ctx, (void)out;
-  throw UsageError("--arch navit is not implemented yet in this build");
+  if (!a.images.empty())
+    throw UsageError("--image is not available for navit: na_vit.py defines no preprocessing; pass preprocessed "
+                     "--input files");
+  const fovea::SafeTensors file = fovea::SafeTensors::open(a.weights);
+  const fovea::HfVisionConfig hf = a.config.empty() ? fovea::HfVisionConfig{} : fovea::read_hf_vision_config(a.config);
+  const std::vector<VitInput> inputs = read_image_inputs(a);
+  if (any_double(inputs)) return navit_in(a, fovea::NaViT<double>::from_safetensors(file, hf), inputs, ctx, out);
+  return navit_in(a, fovea::NaViT<float>::from_safetensors(file, hf), inputs, ctx, out);
 }
 
 using ArchFn = std::function<int(const Args&, const fovea::Context&, std::ostream&)>;

@@ -36,6 +36,8 @@
 #include "fovea/models/resnet.hpp"
 #include "fovea/models/vit.hpp"
 #include "fovea/models/weights.hpp"
+#include "fovea/models/navit.hpp"
 #include "fovea/navit/pack.hpp"
+#include "fovea/navit/patchify.hpp"
 
 #include "fovea/loss.hpp"

@@ -140,10 +140,34 @@ TEST(FoveaEmbed, UsageErrorsExitTwo) {
     EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
     EXPECT_EQ(r.err.rfind("fovea-embed: ", 0), 0u) << r.err;
   }
-  for (const char* arch : {"navit"}) {
-    const CliRun r = embed({"--arch", arch, "--weights", "w", "--input", "x", "--output", out});
-    EXPECT_EQ(r.code, 2) << arch;
-    EXPECT_NE(r.err.find(std::string("--arch ") + arch + " is not implemented yet"), std::string::npos) << r.err;
+  const CliRun r = embed({"--arch", "navit", "--weights", "w", "--image", "a.png", "--output", out});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--image is not available for navit"), std::string::npos) << r.err;
+}
+
+// --arch navit on the reference na_vit.py model (tests/reference/ref_navit.py): seven images of their own
+// sizes, one --input each, packed under two token budgets; the rows are na_vit's logits in input order.
+// Tolerance as test_navit.cpp's float parity: 1e-5 of the logits' scale (float32 sums of width 32-64).
+TEST(FoveaEmbed, NaViTRepeatedInputsMatchNaViT) {
+  const std::string dir = std::string(FOVEA_REF_DIR) + "/navit/";
+  std::vector<std::string> args = {"--arch", "navit", "--weights", dir + "navit.safetensors"};
+  for (int i = 0; i < 7; ++i) {
+    const Tensor<float, 3> img = read_npy<float, 3>(dir + "navit_image_" + std::to_string(i) + ".npy");
+    const Tensor<float, 4> x = img.reshape(std::array<Index, 4>{1, img.dimension(0), img.dimension(1), img.dimension(2)});
+    const std::string path = kTmp + "navit_" + std::to_string(i) + ".npy";
+    write_npy(path, x);
+    args.insert(args.end(), {"--input", path});
+  }
+  const Tensor<double, 2> want = test::load_ref<double, 2>("navit", "navit_logits");
+  for (const char* budget : {"80", "2048"}) {
+    SCOPED_TRACE(budget);
+    const std::string out = kTmp + "navit_logits.npy";
+    std::vector<std::string> run = args;
+    run.insert(run.end(), {"--output", out, "--max-seq-len", budget});
+    const CliRun r = embed(run);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("7 images -> logits (7, 10)"), std::string::npos) << r.out;
+    EXPECT_TRUE(test::all_close(read_npy<double, 2>(out), want, 1e-5, 0));
   }
 }
 
@@ -179,7 +203,7 @@ TEST(FoveaEmbed, HelpDocumentsEveryFlag) {
   EXPECT_EQ(r.code, 0);
   for (const char* s : {"--arch", "--weights", "--config", "--input", "--image", "--output", "--hidden-states",
                         "--threads", "--max-seq-len", "torchvision-resnet", "layer4's output feature", "(N, num_classes)",
-                        "Exit status", "not implemented yet"})
+                        "Exit status", "not implemented yet", "navit"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
   EXPECT_EQ(embed({"--arch", "x", "-h"}).code, 0);
 }
