@@ -2,8 +2,12 @@
 // ViT-B/16 patch embedding. Names map one-to-one to PyTorch calls:
 //   BM_conv2d/<N>/<C>/<H>/<O>/<k>/<stride>/<pad>/<groups>/<threads>
 //   = F.conv2d(x (N, C, H, H), w (O, C/groups, k, k), bias (O), stride, pad, groups=groups), H == W.
-// Timed through conv2d_into (bias, no ReLU) into a preallocated output, as the ResNet module runs it, so
-// the number is the kernel's and not the allocator's. Counter GFLOPS = 2 * N * O * OH * OW * C/groups * k * k.
+// Timed through conv2d_into (bias, no ReLU) into a preallocated output, with a Winograd weight cache, as the
+// ResNet module runs it, so the number is the kernel's and not the allocator's or the weight transform's.
+// Counter GFLOPS = 2 * N * O * OH * OW * C/groups * k * k (direct-conv flops, also for Winograd).
+// BM_conv2d_im2col/... runs the shapes with a kernel larger than 1x1 through im2col + GEMM whatever conv2d
+// would choose (Winograd, direct), and BM_conv2d_uncached/... the 3x3 stride-1 ones through the functional
+// path (Winograd's weights transformed per call), for comparison.
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -15,8 +19,10 @@ using namespace fovea;
 
 namespace {
 
+enum class Mode { automatic, im2col, uncached };
+
 template <class T>
-void run_conv2d(benchmark::State& st) {
+void run_conv2d(benchmark::State& st, Mode mode = Mode::automatic) {
   const Index N = st.range(0), C = st.range(1), H = st.range(2), O = st.range(3), k = st.range(4);
   const Index stride = st.range(5), pad = st.range(6), groups = st.range(7);
   Context ctx(int(st.range(8)));
@@ -25,8 +31,19 @@ void run_conv2d(benchmark::State& st) {
   Tensor<T, 4> weight(O, C / groups, k, k);
   weight.setConstant(T(0.01));
   std::vector<T> input(N * C * H * H, T(0.5)), bias(O, T(0.1)), out(N * O * OH * OH);
+  detail::WinogradWeights<T> cache;
+  const auto geometry = detail::conv2d_check({N, C, H, H}, {O, C / groups, k, k}, O, opt);
+  const detail::Conv2dPlan plan = detail::conv2d_plan(geometry, sizeof(T), ctx.num_threads());
+  auto run = [&] {
+    if (mode == Mode::im2col)
+      detail::conv2d_run(geometry, input.data(), weight.data(), bias.data(), out.data(), false, nullptr, ctx, &plan);
+    else
+      detail::conv2d_into(input.data(), N, C, H, H, weight, bias.data(), opt, out.data(), false, nullptr, ctx,
+                          mode == Mode::automatic ? &cache : nullptr);
+  };
+  run();  // steady state: scratch buffers grown and the weight cache filled, as in a model's second forward
   for (auto _ : st) {
-    detail::conv2d_into(input.data(), N, C, H, H, weight, bias.data(), opt, out.data(), false, nullptr, ctx);
+    run();
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -80,6 +97,15 @@ void all_shapes(benchmark::internal::Benchmark* b) {
     for (long threads : {1, 2}) b->Args({N, s[0], s[1], s[2], s[3], s[4], s[5], s[6], threads});
 }
 
+// Shapes where conv2d may choose another kernel than im2col: ungrouped with a kernel larger than 1x1
+// (all of them), or only the 3x3 stride-1 ones (Winograd's).
+template <long N, bool only_winograd>
+void kernel_shapes(benchmark::internal::Benchmark* b) {
+  for (const Shape& s : kShapes)
+    if (s[3] > 1 && s[6] == 1 && (!only_winograd || (s[3] == 3 && s[4] == 1)))
+      for (long threads : {1, 2}) b->Args({N, s[0], s[1], s[2], s[3], s[4], s[5], s[6], threads});
+}
+
 // The double path on the layer the brief singles out (3x3 64->64 at 56), for the float/double ratio.
 void double_shapes(benchmark::internal::Benchmark* b) {
   for (long threads : {1, 2}) b->Args({1, 64, 56, 64, 3, 1, 1, 1, threads});
@@ -91,6 +117,14 @@ static void BM_conv2d(benchmark::State& st) { run_conv2d<float>(st); }
 // Registered once per batch size only to stay under Google Benchmark's "very many inputs" warning.
 BENCHMARK(BM_conv2d)->Apply(all_shapes<1>)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_conv2d)->Apply(all_shapes<8>)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+static void BM_conv2d_im2col(benchmark::State& st) { run_conv2d<float>(st, Mode::im2col); }
+BENCHMARK(BM_conv2d_im2col)->Apply(kernel_shapes<1, false>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_conv2d_im2col)->Apply(kernel_shapes<8, false>)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+static void BM_conv2d_uncached(benchmark::State& st) { run_conv2d<float>(st, Mode::uncached); }
+BENCHMARK(BM_conv2d_uncached)->Apply(kernel_shapes<1, true>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_conv2d_uncached)->Apply(kernel_shapes<8, true>)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 static void BM_conv2d_double(benchmark::State& st) { run_conv2d<double>(st); }
 BENCHMARK(BM_conv2d_double)->Apply(double_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -2,7 +2,9 @@
 // weights and BatchNorm statistics), config inference, weight-loading errors and input checks.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -259,4 +261,83 @@ TEST(ResNet, UpdateParametersRefoldsAndKeepsShapes) {
         });
       },
       {"ResNet.update_parameters", "fc.bias (10) -> (11)"}));
+}
+
+namespace {
+
+// Fan-in-scaled normal weights and non-trivial BatchNorm statistics (as bench_resnet does), so that a net
+// without a reference file has O(1) activations through its depth.
+template <class T>
+void randomize(ResNet<T>& model, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> uniform(0.5, 1.5);
+  model.update_parameters([&](const std::string& name, auto& t) {
+    const auto ends = [&](const std::string& suffix) {
+      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    const bool bn = name.find("bn") != std::string::npos || name.find("downsample.1") != std::string::npos;
+    const double fan_in = double(t.size()) / double(t.dimension(0));
+    for (Index i = 0; i < t.size(); ++i)
+      t.data()[i] = T(bn && (ends("running_var") || ends(".weight")) ? uniform(rng)
+                      : bn || ends(".bias")                           ? 0.1 * normal(rng)
+                                                                      : std::sqrt(2.0 / fan_in) * normal(rng));
+  });
+}
+
+// forward with conv2d's Winograd path on, and with it switched off (every conv through im2col).
+template <class T>
+std::pair<Tensor<T, 2>, Tensor<T, 2>> with_and_without_winograd(const ResNet<T>& model, const Tensor<T, 4>& x,
+                                                                 const Context& ctx) {
+  Tensor<T, 2> with = model.forward(x, ctx);
+  detail::conv2d_winograd_enabled() = false;
+  Tensor<T, 2> without = model.forward(x, ctx);
+  detail::conv2d_winograd_enabled() = true;
+  return {with, without};
+}
+
+template <class T>
+void check_winograd_model(double rtol) {
+  // layer1 (16 channels at 24x24, 72 tiles) and layer2's second conv (32 at 12x12, 18 tiles) take the
+  // Winograd path; the stride-2 convs, 1x1 downsamples and layers 3-4 (4 tiles or fewer) do not.
+  ResNetConfig c = ResNetConfig::resnet18();
+  c.layers = {2, 1, 1, 1};
+  c.widths = {16, 32, 32, 32};
+  c.stem_width = 16;
+  c.num_classes = 5;
+  ResNet<T> model(c);
+  randomize(model, 5);
+  Tensor<T, 4> x(2, 3, 96, 96);
+  std::mt19937 rng(6);
+  std::normal_distribution<double> normal;
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = T(normal(rng));
+  const auto layer1 = detail::conv2d_check({2, 16, 24, 24}, {16, 16, 3, 3}, -1, Conv2dOptions().padding(1));
+  const auto layer2 = detail::conv2d_check({2, 32, 12, 12}, {32, 32, 3, 3}, -1, Conv2dOptions().padding(1));
+  ASSERT_EQ(detail::conv2d_algorithm(layer1, true), detail::Conv2dAlgorithm::winograd);
+  ASSERT_EQ(detail::conv2d_algorithm(layer2, true), detail::Conv2dAlgorithm::winograd);
+
+  Context two(2);
+  auto [with, without] = with_and_without_winograd(model, x, two);
+  EXPECT_TRUE(test::all_close(with, without, rtol, 0));
+  EXPECT_FALSE(test::all_close(with, without, 0, 0)) << "both runs took the same path";
+  // The second forward runs on the cached transforms: the same numbers.
+  EXPECT_TRUE(test::all_close(model.forward(x, two), with, 0, 0));
+  // New weights are transformed anew (a stale transform would differ from the im2col run).
+  model.update_parameters([](const std::string& name, auto& t) {
+    if (name == "layer1.1.conv2.weight" || name == "layer2.0.conv2.weight") t = t * T(-1.5);
+  });
+  auto [with2, without2] = with_and_without_winograd(model, x, two);
+  EXPECT_TRUE(test::all_close(with2, without2, rtol, 0));
+  EXPECT_FALSE(test::all_close(with2, with, 1e-3, 0));
+}
+
+}  // namespace
+
+// A net wide enough for conv2d's Winograd path (3x3 stride-1 convs with >= 16 channels and tiles), whole,
+// against the same model with Winograd switched off: the im2col path the torchvision tests above prove.
+// Tolerances as there (float 1e-4 of the largest logit: Winograd's per-layer error is ~3e-6 of the scale;
+// double 1e-10).
+TEST(ResNet, WinogradLayersMatchIm2col) {
+  check_winograd_model<float>(1e-4);
+  check_winograd_model<double>(1e-10);
 }

@@ -187,6 +187,99 @@ TEST(Conv2d, EveryPlanMatchesPyTorch) {
   }
 }
 
+// The direct kernel (conv2d's choice for strided stems) on every reference case it can run: groups 1,
+// dilation 1, equal strides, kernels from 2 to 64 taps. Tolerances as above: it sums the same K products
+// in float (in another order).
+TEST(Conv2d, DirectMatchesPyTorch) {
+  Context one(1), two(2), three(3);
+  int ran = 0;
+  for (const Case& c : cases()) {
+    const auto lf = load<float>(c);
+    const auto ld = load<double>(c);
+    const auto& d = lf.input.dimensions();
+    const auto s = detail::conv2d_check({d[0], d[1], d[2], d[3]},
+                                        {lf.weight.dimension(0), lf.weight.dimension(1), lf.weight.dimension(2),
+                                         lf.weight.dimension(3)},
+                                        -1, c.options);
+    if (!detail::conv2d_direct_applies(s)) continue;
+    ++ran;
+    for (const Context* ctx : {&one, &two, &three}) {
+      Tensor<float, 4> of(s.N, s.O, s.OH, s.OW);
+      Tensor<double, 4> od(s.N, s.O, s.OH, s.OW);
+      of.setConstant(1e30f);
+      od.setConstant(1e30);
+      detail::conv2d_run(s, lf.input.data(), lf.weight.data(), c.bias ? lf.bias.data() : nullptr, of.data(), false,
+                         static_cast<const float*>(nullptr), *ctx, nullptr, nullptr, nullptr, true);
+      detail::conv2d_run(s, ld.input.data(), ld.weight.data(), c.bias ? ld.bias.data() : nullptr, od.data(), false,
+                         static_cast<const double*>(nullptr), *ctx, nullptr, nullptr, nullptr, true);
+      EXPECT_TRUE(test::all_close(of, lf.expected, 1e-5, 0)) << c.name << " threads=" << ctx->num_threads();
+      EXPECT_TRUE(test::all_close(od, ld.expected, 1e-12, 0)) << c.name << " threads=" << ctx->num_threads();
+    }
+  }
+  // k3_pad1, stem, no_bias_s2, kernel_fills_input, many_tiles, small_spatial, small_spatial_b1
+  EXPECT_EQ(ran, 7);
+}
+
+// The direct kernel's epilogue: bias, residual (also aliasing the output) and ReLU; stride 2 and 3, a
+// batch whose positions run across images, and an output-channel count that is not a multiple of 8.
+TEST(Conv2d, DirectFusesBiasResidualRelu) {
+  Context two(2);
+  struct Shape {
+    Index n, c, h, w, o, k, stride, pad;
+  };
+  for (const Shape& sh : {Shape{3, 5, 13, 11, 13, 3, 2, 1}, Shape{2, 3, 23, 20, 8, 7, 2, 3},
+                          Shape{1, 4, 17, 19, 9, 5, 3, 2}}) {
+    const auto x = random_tensor<double>(sh.n, sh.c, sh.h, sh.w, 131);
+    const auto w = random_tensor<double>(sh.o, sh.c, sh.k, sh.k, 132, 0.2);
+    const auto b = random_vector<double>(sh.o, 133);
+    const auto opt = Conv2dOptions().stride(sh.stride).padding(sh.pad);
+    const auto s = detail::conv2d_check({sh.n, sh.c, sh.h, sh.w}, {sh.o, sh.c, sh.k, sh.k}, sh.o, opt);
+    const Tensor<double, 4> plain = naive_conv2d(x, w, &b, opt);
+    const auto res = random_tensor<double>(sh.n, sh.o, s.OH, s.OW, 134);
+    const Tensor<double, 4> expect_res_relu = (plain + res).cwiseMax(0.0);
+    const Tensor<double, 4> expect_relu = plain.cwiseMax(0.0);
+    Tensor<double, 4> out(sh.n, sh.o, s.OH, s.OW);
+    auto run = [&](bool relu, const double* residual) {
+      detail::conv2d_run(s, x.data(), w.data(), b.data(), out.data(), relu, residual, two, nullptr, nullptr, nullptr,
+                         true);
+    };
+    run(false, nullptr);
+    EXPECT_TRUE(test::all_close(out, plain, 1e-12, 0)) << "k=" << sh.k;
+    run(true, nullptr);
+    EXPECT_TRUE(test::all_close(out, expect_relu, 1e-12, 0)) << "k=" << sh.k;
+    run(true, res.data());
+    EXPECT_TRUE(test::all_close(out, expect_res_relu, 1e-12, 0)) << "k=" << sh.k;
+    out = res;
+    run(true, out.data());
+    EXPECT_TRUE(test::all_close(out, expect_res_relu, 1e-12, 0)) << "in place, k=" << sh.k;
+  }
+}
+
+// Which convs conv2d runs directly: strided stems and stride-2 3x3 convs whose weights are small.
+TEST(Conv2d, ChoosesDirectForSmallStridedConvs) {
+  using A = detail::Conv2dAlgorithm;
+  auto algo = [](Index n, Index c, Index h, Index o, Index k, Index stride, Index pad, std::size_t elem) {
+    const auto opt = Conv2dOptions().stride(stride).padding(pad);
+    return detail::conv2d_algorithm(detail::conv2d_check({n, c, h, h}, {o, c, k, k}, -1, opt), true, elem);
+  };
+#ifdef FOVEA_CONV2D_DIRECT
+  const A direct = A::direct;
+#else
+  const A direct = A::im2col;
+#endif
+  EXPECT_EQ(algo(1, 3, 224, 64, 7, 2, 3, 4), direct);     // ResNet stem
+  EXPECT_EQ(algo(8, 3, 224, 64, 7, 2, 3, 8), direct);
+  EXPECT_EQ(algo(1, 64, 56, 128, 3, 2, 1, 4), direct);    // resnet18 layer2.0.conv1
+  EXPECT_EQ(algo(1, 128, 56, 128, 3, 2, 1, 4), direct);   // resnet50 layer2.0.conv2
+  EXPECT_EQ(algo(1, 128, 56, 128, 3, 2, 1, 8), A::im2col);  // 1.2 MB of double weights, 784 positions
+  EXPECT_EQ(algo(1, 128, 28, 256, 3, 2, 1, 4), direct);      // 1.2 MB, but only 196 positions
+  EXPECT_EQ(algo(8, 128, 28, 256, 3, 2, 1, 4), A::im2col);
+  EXPECT_EQ(algo(1, 512, 14, 512, 3, 2, 1, 4), direct);
+  EXPECT_EQ(algo(1, 64, 56, 128, 1, 2, 0, 4), A::im2col);   // 1x1 downsample: a plain product
+  EXPECT_EQ(algo(1, 64, 4, 64, 3, 2, 1, 4), A::im2col);     // 2x2 outputs: mostly dropped positions
+  EXPECT_EQ(algo(1, 3, 224, 768, 16, 16, 0, 4), A::im2col); // 256 taps
+}
+
 // A ResNet-sized layer takes the heuristic's real tiling (several L2-sized tiles per image), which the
 // small reference files do not reach; a naive loop is the truth. Tolerance as in MatchesPyTorchFloat.
 TEST(Conv2d, ResNetSizedLayerMatchesNaive) {

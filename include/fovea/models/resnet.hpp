@@ -5,6 +5,9 @@
 // The model keeps the modules with PyTorch's names and parameters (what is loaded and can be edited), and a
 // fused copy for speed: every BatchNorm is folded into the conv before it, so each conv runs once through
 // detail::conv2d_into with its bias, the block's residual add and its ReLU in one pass over the output.
+// A fused 3x3 stride-1 conv that conv2d runs with Winograd keeps its transformed weights (made on first
+// use, 4x the conv's weights) for the model's lifetime, so a forward transforms no weights; they are
+// dropped with the fused copy whenever the parameters change.
 #include <algorithm>
 #include <array>
 #include <map>
@@ -377,6 +380,7 @@ class ResNet {
     Tensor<T, 4> weight;
     Tensor<T, 1> bias;
     Conv2dOptions options;
+    detail::WinogradWeights<T> winograd;  // weight transformed, when Winograd runs this conv
   };
   struct FusedUnit {
     FusedConv c1, c2;
@@ -404,7 +408,7 @@ class ResNet {
   static FusedConv fuse(const Conv2d<T>& conv, const BatchNorm2d<T>& bn) {
     auto f = detail::fold_batch_norm(conv.weight, conv.has_bias() ? &conv.bias : nullptr, bn.running_mean,
                                      bn.running_var, bn.weight, bn.bias, bn.eps);
-    return {std::move(f.weight), std::move(f.bias), conv.options};
+    return {std::move(f.weight), std::move(f.bias), conv.options, {}};
   }
 
   // Rebuilds the fused convs from the modules; all or nothing, so a failed fold leaves the old copy.
@@ -448,7 +452,7 @@ class ResNet {
     const auto s0 = out_shape(stem_, h, w);
     Tensor<T, 4> stem_out(n, s0[0], s0[1], s0[2]);
     detail::conv2d_into(x.data(), n, c, h, w, stem_.weight, stem_.bias.data(), stem_.options, stem_out.data(), true,
-                        static_cast<const T*>(nullptr), ctx);
+                        static_cast<const T*>(nullptr), ctx, &stem_.winograd);
     const Tensor<T, 4> pooled = max_pool2d(stem_out, Pool2dOptions(3).stride(2).padding(1), ctx);
 
     // Four buffers sized for the largest activation: the block input is one, the other three hold the
@@ -489,12 +493,13 @@ class ResNet {
         T* t2 = buf[free[2]].data();
 
         const auto o1 = out_shape(u.c1, hh, ww);
-        detail::conv2d_into(cur, n, ch, hh, ww, u.c1.weight, u.c1.bias.data(), u.c1.options, t0, true, none, ctx);
+        detail::conv2d_into(cur, n, ch, hh, ww, u.c1.weight, u.c1.bias.data(), u.c1.options, t0, true, none, ctx,
+                            &u.c1.winograd);
         const auto o2 = out_shape(u.c2, o1[1], o1[2]);
         const T* identity = cur;
         if (u.downsample) {
           detail::conv2d_into(cur, n, ch, hh, ww, u.downsample->weight, u.downsample->bias.data(),
-                              u.downsample->options, t2, false, none, ctx);
+                              u.downsample->options, t2, false, none, ctx, &u.downsample->winograd);
           identity = t2;
         }
         std::array<Index, 3> out_dims;
@@ -502,12 +507,12 @@ class ResNet {
         if (u.c3) {
           // Bottleneck: t0 -> conv2 -> t1 -> conv3 (+identity, relu) -> t0 (t0 is free again by then).
           detail::conv2d_into(t0, n, o1[0], o1[1], o1[2], u.c2.weight, u.c2.bias.data(), u.c2.options, t1, true, none,
-                              ctx);
+                              ctx, &u.c2.winograd);
           out_dims = out_shape(*u.c3, o2[1], o2[2]);
           if (last) features.resize(n, out_dims[0], out_dims[1], out_dims[2]);
           out = last ? features.data() : t0;
           detail::conv2d_into(t1, n, o2[0], o2[1], o2[2], u.c3->weight, u.c3->bias.data(), u.c3->options, out, true,
-                              identity, ctx);
+                              identity, ctx, &u.c3->winograd);
           cur_buf = free[0];
         } else {
           // Basic: t0 -> conv2 (+identity, relu) -> t1.
@@ -515,7 +520,7 @@ class ResNet {
           if (last) features.resize(n, out_dims[0], out_dims[1], out_dims[2]);
           out = last ? features.data() : t1;
           detail::conv2d_into(t0, n, o1[0], o1[1], o1[2], u.c2.weight, u.c2.bias.data(), u.c2.options, out, true,
-                              identity, ctx);
+                              identity, ctx, &u.c2.winograd);
           cur_buf = free[1];
         }
         cur = out;

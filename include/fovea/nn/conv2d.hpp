@@ -1,5 +1,8 @@
 #pragma once
 // Conv2d module: torch.nn.Conv2d's parameters (weight (O, C/groups, kH, kW), bias (O)) around the conv2d op.
+// When conv2d runs a call with Winograd (3x3 stride-1 convs, see ops/winograd.hpp), the module keeps the
+// transformed weights for the next calls; they are checked against `weight` on every call, so editing
+// `weight` in place (a loader does) is always seen.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -38,7 +41,7 @@ class Conv2d {
 
   // x (N, C, H, W) -> (N, O, OH, OW)
   Tensor<T, 4> forward(const Tensor<T, 4>& x, const Context& ctx = default_context()) const {
-    return has_bias() ? conv2d(x, weight, bias, options, ctx) : conv2d(x, weight, options, ctx);
+    return detail::conv2d_impl(x, weight, has_bias() ? &bias : nullptr, options, ctx, &winograd_);
   }
 
   // f(name, tensor) for each of torch's state_dict entries: `prefix.weight`, `prefix.bias`.
@@ -54,6 +57,8 @@ class Conv2d {
   Tensor<T, 1> bias;    // (O), or empty when built without bias
 
  private:
+  detail::WinogradWeights<T> winograd_{true};  // verified on every use: `weight` is public
+
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
     const std::string p = prefix.empty() ? prefix : prefix + ".";

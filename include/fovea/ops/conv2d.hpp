@@ -11,9 +11,15 @@
 //     wide; when there are fewer tiles than threads, the output channels are split as well.
 //   - Depthwise (C/groups == 1, any channel multiplier) is a direct loop: its products are 1 x K x P with
 //     K = kH*kW, which no GEMM runs well.
+//   - 3x3 stride-1 convs with enough channels and output tiles run Winograd F(4x4, 3x3) (ops/winograd.hpp):
+//     36 products per 4x4 output tile instead of 144, as 36 GEMMs (O x C) x tiles. Modules keep the
+//     transformed weights; the functional conv2d transforms them per call, so it asks for more tiles.
+//   - Strided convs with small weights (the 7x7/2 stem, stride-2 3x3s) run a direct kernel (conv2d_direct):
+//     no gather and no packing, 8 output channels x 48 positions accumulated in registers.
 // Bias is not added afterwards: the output tile is first filled with bias (+ residual) and the product
 // is accumulated onto it (beta = 1), which saves the pass that zeroes C.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -22,6 +28,7 @@
 #include "fovea/core/error.hpp"
 #include "fovea/core/gemm.hpp"
 #include "fovea/core/tensor.hpp"
+#include "fovea/ops/winograd.hpp"
 
 namespace fovea {
 
@@ -304,6 +311,203 @@ void conv2d_depthwise(const Conv2dGeometry& s, const T* in, const T* weight, con
   });
 }
 
+#if defined(__GNUC__)
+// The direct kernel below needs GCC's vector extensions (GCC and Clang); elsewhere those convs take im2col.
+#define FOVEA_CONV2D_DIRECT 1
+
+// 64 bytes of T: one AVX-512 register (two AVX2 ones, or scalars without SIMD flags).
+template <class T>
+struct conv_vec {
+  typedef T type __attribute__((vector_size(64)));
+};
+
+// Geometry of conv2d_direct's input copy: for each input channel c and phase (py, px) < (s, s), the padded
+// input's rows s * yy + py and columns s * q + px, yy < Hq, q < Q, of every image stacked (image n's rows
+// at n * Hq), then `slack` zeros. Output (n, oy, ox) is then position p = (n * Hq + oy) * Q + ox of every
+// plane, and tap (c, kh, kw) reads plane (c, kh % s, kw % s) at p + (kh / s) * Q + kw / s: each tap is one
+// contiguous read for a run of positions. Positions with oy >= OH or ox >= OW are computed and dropped.
+struct DirectLayout {
+  Index s, Hq, Q, len;  // len: one plane's length, slack included
+  Index positions;      // N * Hq * Q
+  DirectLayout(const Conv2dGeometry& g, Index chunk) : s(g.sh) {
+    Hq = g.OH + (g.kH - 1) / s;
+    Q = g.OW + (g.kW - 1) / s;
+    positions = g.N * Hq * Q;
+    // The last chunk may run past `positions` by chunk - 1, and a tap reads up to its offset further.
+    len = positions + chunk + ((g.kH - 1) / s) * Q + (g.kW - 1) / s;
+  }
+  // Share of computed positions that are outputs.
+  double useful(const Conv2dGeometry& g) const { return double(g.OH * g.OW) / double(Hq * Q); }
+};
+
+// acc[o][v] over the positions [p, p + NV * VL) of the planes at x (channel 0): bias plus the sum over
+// every tap (c, t) of weight[o][c * khw + t] * plane(c, t)[p + toff[t]], for output channels o < OB (rows
+// past `rows` repeat the last one and are dropped); written to out[(o * NV + v) * VL ...]. Registers: OB *
+// NV accumulators, NV inputs and the broadcast weight. KHW > 0 fixes kH * kW at compile time (3x3: the tap
+// loop is unrolled).
+template <class T, int NV, int OB, int KHW>
+void conv_direct_kernel(const T* x, Index cstride, Index C, const Index* toff, Index khw_, const T* w, Index K,
+                        Index rows, const T* bias, T* out) {
+  const Index khw = KHW > 0 ? Index(KHW) : khw_;
+  typedef typename conv_vec<T>::type V;
+  constexpr int VL = int(64 / sizeof(T));
+  const T* wo[OB];
+  V acc[OB][NV];
+  for (int o = 0; o < OB; ++o) {
+    wo[o] = w + std::min<Index>(o, rows - 1) * K;
+    const T b = bias ? bias[std::min<Index>(o, rows - 1)] : T(0);
+    for (int v = 0; v < NV; ++v) acc[o][v] = V{} + b;
+  }
+  for (Index c = 0; c < C; ++c) {
+    const T* xc = x + c * cstride;
+    for (Index t = 0; t < khw; ++t) {
+      const T* xt = xc + toff[t];
+      V xv[NV];
+      for (int v = 0; v < NV; ++v) std::memcpy(&xv[v], xt + v * VL, sizeof(V));
+      const Index k = c * khw + t;
+      for (int o = 0; o < OB; ++o) {
+        const T wv = wo[o][k];
+        for (int v = 0; v < NV; ++v) acc[o][v] += xv[v] * wv;
+      }
+    }
+  }
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < NV; ++v) std::memcpy(out + (o * NV + v) * VL, &acc[o][v], sizeof(V));
+}
+
+// even[q] = in[2 q], odd[q] = in[2 q + 1], q < n: a row split into its two column phases.
+template <class T>
+void conv_deinterleave2(const T* __restrict in, T* __restrict even, T* __restrict odd, Index n) {
+  for (Index q = 0; q < n; ++q) {
+    even[q] = in[2 * q];
+    odd[q] = in[2 * q + 1];
+  }
+}
+
+// dst[j] = relu?(a[j] + residual[j]), j < n; residual null or possibly dst. One loop: runs are short (a
+// row's part of a chunk), where a memmove call per run showed in profiles.
+template <class T>
+void conv_direct_store(const T* a, T* dst, const T* residual, Index n, bool relu) {
+  // Written so NaN passes through, as torch.relu does.
+  for (Index j = 0; j < n; ++j) {
+    const T v = residual ? a[j] + residual[j] : a[j];
+    dst[j] = relu && v < T(0) ? T(0) : v;
+  }
+}
+
+// Direct convolution for groups 1, dilation 1, kernels larger than 1x1, where im2col's gather and GEMM's
+// packing cost more than the product (the 7x7/2 ResNet stem: C = 3; the stride-2 3x3 convs): the input is
+// copied once into the phase planes of DirectLayout, then blocks of 8 output channels x 48 positions (24 in
+// double) are accumulated in registers over all C * kH * kW taps, each tap one contiguous vector read
+// reused by the 8 channels. Measured at 150..190 GFLOP/s on one core where im2col + Eigen's GEMM reach
+// 95..120 (bench_conv2d). The epilogue (residual, ReLU) is applied while the block is written out.
+template <class T>
+void conv2d_direct(const Conv2dGeometry& s, const T* in, const T* weight, const T* bias, T* out, bool relu,
+                   const T* residual, const Context& ctx) {
+  constexpr int VL = int(64 / sizeof(T)), OB = 8, NV = 3, CH = NV * VL;
+  const DirectLayout L(s, CH);
+  const Index st = s.sh, K = s.K(), khw = s.kH * s.kW, cstride = st * st * L.len, HW = s.H * s.W;
+  T* planes = conv_scratch<T, 5>(std::size_t(s.C * cstride));
+  // The copy, channel by channel: each input row once into a zero-bordered line (line[x] = input column
+  // x - pw), then split into its column phases; only the phases some tap reads.
+  const Index py_n = std::min(st, s.kH), px_n = std::min(st, s.kW), line_len = st * L.Q;
+  const Index a = std::min(line_len, s.pw), b = std::min(line_len, s.pw + s.W);
+  ctx.parallel_range(s.C, std::max<Index>(1, (Index(1) << 16) / std::max<Index>(1, s.N * HW)), [&](Index c0, Index c1) {
+    T* line = conv_scratch<T, 6>(std::size_t(line_len));
+    for (Index c = c0; c < c1; ++c) {
+      T* chan = planes + c * cstride;
+      for (Index py = 0; py < py_n; ++py)
+        for (Index n = 0; n < s.N; ++n)
+          for (Index yy = 0; yy < L.Hq; ++yy) {
+            const Index y = st * yy + py - s.ph, at = (n * L.Hq + yy) * L.Q;
+            if (y < 0 || y >= s.H) {
+              for (Index px = 0; px < px_n; ++px) std::fill_n(chan + (py * st + px) * L.len + at, L.Q, T(0));
+              continue;
+            }
+            const T* src = in + (n * s.C + c) * HW + y * s.W;
+            std::fill(line, line + a, T(0));
+            std::copy(src + (a - s.pw), src + (b - s.pw), line + a);
+            std::fill(line + std::max(a, b), line + line_len, T(0));
+            if (st == 1) {
+              std::copy_n(line, L.Q, chan + at);
+            } else if (st == 2 && px_n == 2) {
+              conv_deinterleave2(line, chan + 2 * py * L.len + at, chan + (2 * py + 1) * L.len + at, L.Q);
+            } else {
+              for (Index px = 0; px < px_n; ++px) {
+                T* row = chan + (py * st + px) * L.len + at;
+                for (Index q = 0; q < L.Q; ++q) row[q] = line[q * st + px];
+              }
+            }
+          }
+      for (Index py = 0; py < py_n; ++py)
+        for (Index px = 0; px < px_n; ++px) {
+          T* plane = chan + (py * st + px) * L.len;
+          std::fill(plane + L.positions, plane + L.len, T(0));
+        }
+    }
+  });
+  Index toff[64];  // tap offsets within a channel; kH * kW <= 64 (checked by the caller)
+  for (Index kh = 0; kh < s.kH; ++kh)
+    for (Index kw = 0; kw < s.kW; ++kw)
+      toff[kh * s.kW + kw] = ((kh % st) * st + kw % st) * L.len + (kh / st) * L.Q + kw / st;
+  // Work items: groups of consecutive chunks x groups of output-channel blocks, about 4 per thread so that
+  // the threads end together; output channels are split only when there are too few chunks.
+  const Index chunks = (L.positions + CH - 1) / CH, oblocks = (s.O + OB - 1) / OB;
+  const Index threads = ctx.num_threads();
+  const Index cgroups = std::min(chunks, 4 * threads);
+  const Index ogroups = std::min(oblocks, std::max<Index>(1, (4 * threads + cgroups - 1) / cgroups));
+  const Index cper = (chunks + cgroups - 1) / cgroups, oper = (oblocks + ogroups - 1) / ogroups;
+  const Index PQ = L.Hq * L.Q;
+  ctx.parallel_for(cgroups * ogroups, [&](Index item) {
+    const Index ch0 = (item / ogroups) * cper, ch1 = std::min(chunks, ch0 + cper);
+    const Index ob0 = (item % ogroups) * oper, ob1 = std::min(oblocks, ob0 + oper);
+    alignas(64) T acc[OB * CH];
+    // Chunk by chunk, all the item's output channels: the chunk's input (C planes x about 2 rows) stays
+    // in L2 across them, and so do the item's weights across chunks when they are small (K * 8 * rows).
+    for (Index ch = ch0; ch < ch1; ++ch) {
+      const Index p0 = ch * CH, n_valid = std::min<Index>(CH, L.positions - p0);
+      // The last chunk: only as many vectors as it has positions.
+      const int nv = int((n_valid + VL - 1) / VL);
+      for (Index ob = ob0; ob < ob1; ++ob) {
+        const Index o0 = ob * OB, rows = std::min<Index>(OB, s.O - o0);
+        const T* w = weight + o0 * K;
+        const T* b = bias ? bias + o0 : nullptr;
+        const T* x = planes + p0;
+        if (khw == 9) {
+          if (nv >= 3)
+            conv_direct_kernel<T, 3, OB, 9>(x, cstride, s.C, toff, khw, w, K, rows, b, acc);
+          else if (nv == 2)
+            conv_direct_kernel<T, 2, OB, 9>(x, cstride, s.C, toff, khw, w, K, rows, b, acc);
+          else
+            conv_direct_kernel<T, 1, OB, 9>(x, cstride, s.C, toff, khw, w, K, rows, b, acc);
+        } else {
+          if (nv >= 3)
+            conv_direct_kernel<T, 3, OB, 0>(x, cstride, s.C, toff, khw, w, K, rows, b, acc);
+          else if (nv == 2)
+            conv_direct_kernel<T, 2, OB, 0>(x, cstride, s.C, toff, khw, w, K, rows, b, acc);
+          else
+            conv_direct_kernel<T, 1, OB, 0>(x, cstride, s.C, toff, khw, w, K, rows, b, acc);
+        }
+        // Scatter the block's output positions, row run by row run.
+        for (Index p = p0; p < p0 + n_valid;) {
+          const Index n = p / PQ, oy = (p % PQ) / L.Q, ox = p % L.Q;
+          const Index run = std::min(L.Q - ox, p0 + n_valid - p);
+          if (oy < s.OH && ox < s.OW) {
+            const Index len = std::min(run, s.OW - ox);
+            for (Index r = 0; r < rows; ++r) {
+              const T* a = acc + r * nv * VL + (p - p0);
+              const Index at = ((n * s.O + o0 + r) * s.OH + oy) * s.OW + ox;
+              conv_direct_store(a, out + at, residual ? residual + at : nullptr, len, relu);
+            }
+          }
+          p += run;
+        }
+      }
+    }
+  });
+}
+#endif
+
 // How the columns of the product are cut into work items (see the top of this file).
 struct Conv2dPlan {
   Index images_per_tile = 1;  // > 1: a tile holds whole images, computed into a scratch block
@@ -437,14 +641,102 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
   });
 }
 
+// Which kernel runs a conv (see the top of this file).
+enum class Conv2dAlgorithm { im2col, depthwise, winograd, direct };
+
+// Whether conv2d_direct can run this conv (and is compiled in).
+inline bool conv2d_direct_applies(const Conv2dGeometry& s) {
+#ifdef FOVEA_CONV2D_DIRECT
+  return s.G == 1 && s.dh == 1 && s.dw == 1 && s.sh == s.sw && s.kH * s.kW > 1 && s.kH * s.kW <= 64;
+#else
+  (void)s;
+  return false;
+#endif
+}
+
+inline WinogradShape winograd_shape(const Conv2dGeometry& s) {
+  return {s.N, s.C, s.H, s.W, s.O, s.ph, s.pw, s.OH, s.OW};
+}
+
+// 3x3, stride 1, dilation 1, groups 1: the convs Winograd F(4x4, 3x3) computes.
+inline bool conv2d_winograd_applies(const Conv2dGeometry& s) {
+  return s.kH == 3 && s.kW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.G == 1;
+}
+
+// Process-wide switch for Winograd, on by default: tests and benchmarks turn it off to compare whole models
+// with their im2col run.
+inline std::atomic<bool>& conv2d_winograd_enabled() {
+  static std::atomic<bool> on{true};
+  return on;
+}
+
+// `cached`: the caller keeps the transformed weights (a module), so the weight transform costs nothing here.
+// `elem`: sizeof the scalar type.
+inline Conv2dAlgorithm conv2d_algorithm(const Conv2dGeometry& s, bool cached, std::size_t elem = sizeof(float)) {
+  if (s.Cg == 1 && s.G > 1) return Conv2dAlgorithm::depthwise;
+  const bool winograd_on = conv2d_winograd_enabled().load(std::memory_order_relaxed);
+  if (winograd_on && conv2d_winograd_applies(s) && s.C >= 16 && s.O >= 16) {
+    const WinogradShape w = winograd_shape(s);
+    const Index tiles = w.tiles();
+    // Winograd pays 36 products per tile whatever part of it is inside the image: not for images much
+    // smaller than whole tiles. Its products are (O x C) x tiles, weights 4x the size of im2col's, so with
+    // only a few tiles (late layers at batch 1) they are bound by reading the weights and lose. Without a
+    // cache the weight transform (36 O C values written) must be repaid too. Measured on ResNet shapes
+    // (bench_conv2d): 16 tiles (14x14, batch 1) win with the transform cached, 4 (7x7) lose; uncached,
+    // 256 -> 256 channels need about 256 tiles.
+    const bool mostly_inside = 2 * s.OH * s.OW >= 16 * w.TH() * w.TW();
+    const Index enough = cached ? 16 : std::max<Index>(64, s.O * s.C / 256);
+    if (mostly_inside && tiles >= enough) return Conv2dAlgorithm::winograd;
+  }
+#ifdef FOVEA_CONV2D_DIRECT
+  // Strided convs with a real kernel (the stem, stride-2 3x3s) when most computed positions are outputs
+  // and the weights are read few times: the direct kernel streams all of them once per chunk of 48
+  // positions, so they must stay in L2 or the chunks be few. Measured (one thread, batch 1 and 8): the
+  // stem 1.6x .. 1.7x faster than im2col, 64 -> 128 and 128 -> 128 3x3/2 at 56 1.1x .. 1.3x; with 1 MiB of
+  // weights or more, 5% .. 10% faster at 14x14 and 7x7 outputs of one image, but 5% .. 10% slower at batch 8.
+  const Index weight_bytes = s.O * s.K() * Index(elem);
+  if (conv2d_direct_applies(s) && s.sh >= 2 && DirectLayout(s, 48).useful(s) >= 0.75 &&
+      (weight_bytes <= (Index(768) << 10) || s.N * s.OH * s.OW <= 256))
+    return Conv2dAlgorithm::direct;
+#endif
+  return Conv2dAlgorithm::im2col;
+}
+
+// `forced` (a GEMM plan: im2col whatever the shape), `forced_winograd` (Winograd with that plan) or
+// `forced_direct` replace the choice, so that tests reach every path; the plan is trusted as given, and a
+// kernel forced on a conv it cannot run falls back to im2col.
+// `cache` holds the transformed weights when the caller keeps them.
 template <class T>
 void conv2d_run(const Conv2dGeometry& s, const T* input, const T* weight, const typename conv_same<T>::type* bias,
                 T* out, bool relu, const typename conv_same<T>::type* residual, const Context& ctx,
-                const Conv2dPlan* forced = nullptr) {
-  if (s.Cg == 1 && s.G > 1 && !forced)
+                const Conv2dPlan* forced = nullptr, const WinogradWeights<typename conv_same<T>::type>* cache = nullptr,
+                const WinogradPlan* forced_winograd = nullptr, bool forced_direct = false) {
+  Conv2dAlgorithm algo = forced            ? Conv2dAlgorithm::im2col
+                         : forced_winograd ? Conv2dAlgorithm::winograd
+                         : forced_direct   ? Conv2dAlgorithm::direct
+                                           : conv2d_algorithm(s, cache != nullptr, sizeof(T));
+  if ((algo == Conv2dAlgorithm::winograd && !conv2d_winograd_applies(s)) ||
+      (algo == Conv2dAlgorithm::direct && !conv2d_direct_applies(s)))
+    algo = Conv2dAlgorithm::im2col;
+  if (algo == Conv2dAlgorithm::direct) {
+#ifdef FOVEA_CONV2D_DIRECT
+    conv2d_direct(s, input, weight, bias, out, relu, residual, ctx);
+#endif
+  } else if (algo == Conv2dAlgorithm::depthwise) {
     conv2d_depthwise(s, input, weight, bias, out, relu, residual, ctx);
-  else
+  } else if (algo == Conv2dAlgorithm::winograd) {
+    std::shared_ptr<const std::vector<T>> u;
+    if (cache) {
+      u = cache->get(weight, s.O, s.C, ctx);
+    } else {
+      auto fresh = std::make_shared<std::vector<T>>(std::size_t(36 * s.O * s.C));
+      winograd_transform_weight(weight, s.O, s.C, fresh->data(), ctx);
+      u = std::move(fresh);
+    }
+    conv2d_winograd(winograd_shape(s), input, u->data(), bias, out, relu, residual, ctx, forced_winograd);
+  } else {
     conv2d_gemm(s, input, weight, bias, out, relu, residual, ctx, forced);
+  }
 }
 
 // input (N, C, H, W) at `input`, weight (O, C/groups, kH, kW), bias (O) or null -> out (N, O, OH, OW),
@@ -455,26 +747,29 @@ void conv2d_run(const Conv2dGeometry& s, const T* input, const T* weight, const 
 template <class T>
 void conv2d_into(const T* input, Index N, Index C, Index H, Index W, const Tensor<T, 4>& weight,
                  const typename conv_same<T>::type* bias, const Conv2dOptions& options, T* out, bool relu,
-                 const typename conv_same<T>::type* residual, const Context& ctx = default_context()) {
+                 const typename conv_same<T>::type* residual, const Context& ctx = default_context(),
+                 const WinogradWeights<typename conv_same<T>::type>* winograd = nullptr) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "conv2d: float or double");
   const std::array<Index, 4> in{N, C, H, W};
   const std::array<Index, 4> w{weight.dimension(0), weight.dimension(1), weight.dimension(2), weight.dimension(3)};
   const Conv2dGeometry s = conv2d_check(in, w, -1, options);
   if (!input || !out)
     throw_shape("conv2d: expected non-null input and output pointers", conv2d_shapes(in, w, -1, nullptr));
-  conv2d_run(s, input, weight.data(), bias, out, relu, residual, ctx);
+  conv2d_run(s, input, weight.data(), bias, out, relu, residual, ctx, nullptr, winograd);
 }
 
 template <class T>
 Tensor<T, 4> conv2d_impl(const Tensor<T, 4>& input, const Tensor<T, 4>& weight, const Tensor<T, 1>* bias,
-                         const Conv2dOptions& options, const Context& ctx) {
+                         const Conv2dOptions& options, const Context& ctx,
+                         const WinogradWeights<typename conv_same<T>::type>* winograd = nullptr) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "conv2d: float or double");
   const auto& d = input.dimensions();
   const std::array<Index, 4> in{d[0], d[1], d[2], d[3]};
   const std::array<Index, 4> w{weight.dimension(0), weight.dimension(1), weight.dimension(2), weight.dimension(3)};
   const Conv2dGeometry s = conv2d_check(in, w, bias ? bias->dimension(0) : -1, options);
   Tensor<T, 4> out(s.N, s.O, s.OH, s.OW);
-  conv2d_run(s, input.data(), weight.data(), bias ? bias->data() : nullptr, out.data(), false, nullptr, ctx);
+  conv2d_run(s, input.data(), weight.data(), bias ? bias->data() : nullptr, out.data(), false, nullptr, ctx, nullptr,
+             winograd);
   return out;
 }
 
