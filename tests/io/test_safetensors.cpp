@@ -246,6 +246,25 @@ TEST(SafeTensors, ViewRefusesWhatItCannotMapWithoutACopy) {
   EXPECT_EQ((odd.get<float, 1>("w").size()), 2);  // get copies from any alignment
 }
 
+TEST(SafeTensors, TensorsStayReadableAfterACopyReleasesTheirMappedPages) {
+  // get() and get_into() drop a mapped tensor's pages from the process once copied (so a loaded model holds its
+  // weights once); a view into the same bytes, taken before, and later reads must still see the file's values.
+  Tensor<float, 2> big(300, 1000);  // 1.2 MB: many whole pages
+  Tensor<float, 1> small(5);
+  for (Index i = 0; i < big.size(); ++i) big.data()[i] = float(i % 977) - 300.5f;
+  for (Index i = 0; i < small.size(); ++i) small.data()[i] = float(i) + 0.25f;
+  SafeTensorsWriter().add("big", big).add("small", small).save(tmp("release.safetensors"));
+  const SafeTensors st = SafeTensors::open(tmp("release.safetensors"));
+  const ConstTensorMap<float, 2> view = st.view<float, 2>("big");
+  EXPECT_TRUE(same_values(st.get<float, 2>("big"), big));
+  EXPECT_TRUE(same_values(view, big));  // read again after the release: paged back in from the file
+  Tensor<double, 2> as_double(300, 1000);
+  st.get_into("big", as_double);
+  EXPECT_TRUE(same_values(as_double, big));
+  EXPECT_TRUE(same_values(st.get<float, 1>("small"), small));
+  EXPECT_TRUE(same_values(st.get<float, 2>("big"), big));
+}
+
 TEST(SafeTensors, GetIntoFillsAnExistingTensor) {
   const SafeTensors st = SafeTensors::open(ref_file("dtypes.safetensors"));
   Tensor<double, 3> dst(3, 5, 3);

@@ -129,8 +129,12 @@ struct AxisCoeffs {
   std::vector<std::int32_t> k;
 };
 
-FOVEA_NO_FP_CONTRACT inline AxisCoeffs pil_axis_coeffs(int in_size, int out_size, const PilFilter& filter) {
+// Only outputs [out0, out0 + n) (all by default) are computed, at indices from 0: each output's weights depend on
+// its own index alone, so a window of a resize needs only its own.
+FOVEA_NO_FP_CONTRACT inline AxisCoeffs pil_axis_coeffs(int in_size, int out_size, const PilFilter& filter,
+                                                       int out0 = 0, int n = -1) {
   FOVEA_NO_FP_CONTRACT_BODY
+  if (n < 0) n = out_size - out0;
   const float in0 = 0.0f, in1 = float(in_size);
   double filterscale, scale;
   filterscale = scale = double(in1 - in0) / out_size;
@@ -138,11 +142,11 @@ FOVEA_NO_FP_CONTRACT inline AxisCoeffs pil_axis_coeffs(int in_size, int out_size
   const double support = filter.support * filterscale;  // downscaling widens it: PIL's antialias
   AxisCoeffs c;
   c.ksize = int(std::ceil(support)) * 2 + 1;
-  c.first.resize(std::size_t(out_size));
-  c.count.resize(std::size_t(out_size));
-  c.k.assign(std::size_t(out_size) * std::size_t(c.ksize), 0);
+  c.first.resize(std::size_t(n));
+  c.count.resize(std::size_t(n));
+  c.k.assign(std::size_t(n) * std::size_t(c.ksize), 0);
   std::vector<double> w(std::size_t(c.ksize));
-  for (int xx = 0; xx < out_size; ++xx) {
+  for (int xx = out0; xx < out0 + n; ++xx) {
     const double center = in0 + (xx + 0.5) * scale;
     const double ss = 1.0 / filterscale;
     int xmin = int(center - support + 0.5);  // truncation toward zero, as PIL's (int) cast
@@ -156,15 +160,15 @@ FOVEA_NO_FP_CONTRACT inline AxisCoeffs pil_axis_coeffs(int in_size, int out_size
       w[std::size_t(x)] = v;
       ww += v;
     }
-    std::int32_t* k = c.k.data() + std::size_t(xx) * std::size_t(c.ksize);
+    std::int32_t* k = c.k.data() + std::size_t(xx - out0) * std::size_t(c.ksize);
     for (int x = 0; x < xmax; ++x) {
       double v = w[std::size_t(x)];
       if (ww != 0.0) v /= ww;
       const double scaled = v * double(1 << kPilPrecisionBits);
       k[x] = v < 0 ? std::int32_t(-0.5 + scaled) : std::int32_t(0.5 + scaled);
     }
-    c.first[std::size_t(xx)] = xmin;
-    c.count[std::size_t(xx)] = xmax;
+    c.first[std::size_t(xx - out0)] = xmin;
+    c.count[std::size_t(xx - out0)] = xmax;
   }
   return c;
 }
@@ -218,14 +222,15 @@ inline void pil_resample_cols(const Image& in, const AxisCoeffs& c, Image& out, 
 }
 
 // PIL's NEAREST: an affine scale whose source position advances by repeated addition (Geometry.c
-// ImagingScaleAffine), so the accumulated rounding is PIL's too.
-inline std::vector<Index> pil_nearest_index(Index in_size, Index out_size) {
+// ImagingScaleAffine), so the accumulated rounding is PIL's too. Outputs [out0, out0 + n), at indices from 0.
+inline std::vector<Index> pil_nearest_index(Index in_size, Index out_size, Index out0 = 0, Index n = -1) {
+  if (n < 0) n = out_size - out0;
   const double a = double(float(in_size) - 0.0f) / double(out_size);
-  std::vector<Index> idx(std::size_t(out_size), -1);
+  std::vector<Index> idx(std::size_t(n), -1);
   double pos = 0.0 + a * 0.5;
-  for (Index i = 0; i < out_size; ++i) {
+  for (Index i = 0; i < out0 + n; ++i) {
     const Index v = pos < 0.0 ? -1 : Index(pos);
-    if (v >= 0 && v < in_size) idx[std::size_t(i)] = v;
+    if (i >= out0 && v >= 0 && v < in_size) idx[std::size_t(i - out0)] = v;
     pos += a;
   }
   return idx;
@@ -244,32 +249,39 @@ inline Index half_even_half(Index d) {
   return (d % 2 == 0 || q % 2 == 0) ? q : q + 1;
 }
 
+// Where a centred crop of `crop` starts in an image of `in` (top, left), rounded as each library does.
+inline Size2 crop_origin(Size2 in, Size2 crop, CropRounding rounding) {
+  const Index dh = in.h - crop.h, dw = in.w - crop.w;
+  if (rounding == CropRounding::floor) return {dh / 2, dw / 2};
+  return {half_even_half(dh), half_even_half(dw)};
+}
+
 }  // namespace detail
 
-// (H, W, 3) -> (size.h, size.w, 3). PIL's Image.resize((w, h), resample) on an "RGB" image, to the uint8 value:
-// separable, horizontal pass first, each pass rounded to 8 bits with PIL's 22-bit fixed-point weights; on a
-// downscale the filter support widens by the scale factor (PIL's antialiasing).
-inline Image resize(const Image& img, Size2 size, Resample resample = Resample::bicubic,
-                    const Context& ctx = default_context()) {
-  detail::check_image(img, "resize");
-  if (size.h < 1 || size.w < 1)
-    detail::throw_shape("resize: expected an output size >= 1, got ", detail::size2_str(size), " for image ",
-                        detail::size2_str(img.size()));
-  if (size.h > kDefaultMaxImagePixels / size.w || img.height > 0x7fffffff || img.width > 0x7fffffff)
-    detail::throw_shape("resize: output ", detail::size2_str(size), " from image ", detail::size2_str(img.size()),
-                        " exceeds ", kDefaultMaxImagePixels, " pixels");
-  if (size == img.size()) return img;  // PIL copies
+namespace detail {
 
-  Image out(size.h, size.w);
+// The window (win.h, win.w) at (top, left) of resize(img, size, resample), computed alone: PIL derives every
+// output pixel from its own row and column weights, so the window equals the same pixels of the whole resize.
+// Preprocessing crops right after resizing; computing only the crop keeps its memory and time to the crop's,
+// whatever the image's aspect ratio makes the whole resize (a 1 x 3000 image resized so its short side is 224
+// would be 224 x 672000). The caller checks the window lies inside `size`.
+inline Image resize_window(const Image& img, Size2 size, Index top, Index left, Size2 win, Resample resample,
+                           const Context& ctx) {
+  Image out(win.h, win.w);
+  if (size == img.size()) {  // PIL copies
+    for (Index y = 0; y < win.h; ++y)
+      std::memcpy(out.row(y), img.row(top + y) + left * 3, std::size_t(win.w * 3));
+    return out;
+  }
   if (resample == Resample::nearest) {
-    const std::vector<Index> xs = detail::pil_nearest_index(img.width, size.w);
-    const std::vector<Index> ys = detail::pil_nearest_index(img.height, size.h);
-    ctx.parallel_range(size.h, 16, [&](Index y0, Index y1) {
+    const std::vector<Index> xs = pil_nearest_index(img.width, size.w, left, win.w);
+    const std::vector<Index> ys = pil_nearest_index(img.height, size.h, top, win.h);
+    ctx.parallel_range(win.h, 16, [&](Index y0, Index y1) {
       for (Index y = y0; y < y1; ++y) {
         if (ys[std::size_t(y)] < 0) continue;  // PIL leaves unmapped pixels at 0
         const std::uint8_t* src = img.row(ys[std::size_t(y)]);
         std::uint8_t* dst = out.row(y);
-        for (Index x = 0; x < size.w; ++x) {
+        for (Index x = 0; x < win.w; ++x) {
           const Index sx = xs[std::size_t(x)];
           if (sx < 0) continue;
           dst[3 * x] = src[3 * sx];
@@ -281,26 +293,54 @@ inline Image resize(const Image& img, Size2 size, Resample resample = Resample::
     return out;
   }
 
-  const detail::PilFilter filter = detail::pil_filter(resample);
-  detail::AxisCoeffs vert = detail::pil_axis_coeffs(int(img.height), int(size.h), filter);
+  const PilFilter filter = pil_filter(resample);
   const bool need_h = size.w != img.width, need_v = size.h != img.height;
-  if (!need_h) {
-    detail::pil_resample_cols(img, vert, out, ctx);
+  if (!need_v) {  // PIL skips the vertical pass: the window's rows, horizontal pass only
+    const AxisCoeffs horiz = pil_axis_coeffs(int(img.width), int(size.w), filter, int(left), int(win.w));
+    pil_resample_rows(img, top, horiz, out, ctx);
+    return out;
+  }
+  AxisCoeffs vert = pil_axis_coeffs(int(img.height), int(size.h), filter, int(top), int(win.h));
+  if (!need_h) {  // PIL skips the horizontal pass: the window's columns, vertical pass only
+    Image cols(img.height, win.w);
+    for (Index y = 0; y < img.height; ++y)
+      std::memcpy(cols.row(y), img.row(y) + left * 3, std::size_t(win.w * 3));
+    pil_resample_cols(cols, vert, out, ctx);
     return out;
   }
   // Only the source rows the vertical pass reads go through the horizontal pass.
   const int row0 = vert.first.front();
   const int row1 = vert.first.back() + vert.count.back();
-  const detail::AxisCoeffs horiz = detail::pil_axis_coeffs(int(img.width), int(size.w), filter);
-  if (!need_v) {
-    detail::pil_resample_rows(img, 0, horiz, out, ctx);
-    return out;
-  }
+  const AxisCoeffs horiz = pil_axis_coeffs(int(img.width), int(size.w), filter, int(left), int(win.w));
   for (int& f : vert.first) f -= row0;
-  Image tmp(row1 - row0, size.w);
-  detail::pil_resample_rows(img, row0, horiz, tmp, ctx);
-  detail::pil_resample_cols(tmp, vert, out, ctx);
+  Image tmp(row1 - row0, win.w);
+  pil_resample_rows(img, row0, horiz, tmp, ctx);
+  pil_resample_cols(tmp, vert, out, ctx);
   return out;
+}
+
+inline void check_resize(const Image& img, Size2 size, const char* op) {
+  check_image(img, op);
+  if (size.h < 1 || size.w < 1)
+    throw_shape(op, ": expected an output size >= 1, got ", size2_str(size), " for image ", size2_str(img.size()));
+  // PIL's coefficients and positions are ints.
+  if (size.h > 0x7fffffff || size.w > 0x7fffffff || img.height > 0x7fffffff || img.width > 0x7fffffff)
+    throw_shape(op, ": output ", size2_str(size), " or image ", size2_str(img.size()), " has a side over 2^31 - 1");
+}
+
+}  // namespace detail
+
+// (H, W, 3) -> (size.h, size.w, 3). PIL's Image.resize((w, h), resample) on an "RGB" image, to the uint8 value:
+// separable, horizontal pass first, each pass rounded to 8 bits with PIL's 22-bit fixed-point weights; on a
+// downscale the filter support widens by the scale factor (PIL's antialiasing).
+inline Image resize(const Image& img, Size2 size, Resample resample = Resample::bicubic,
+                    const Context& ctx = default_context()) {
+  detail::check_resize(img, size, "resize");
+  if (size.h > kDefaultMaxImagePixels / size.w)
+    detail::throw_shape("resize: output ", detail::size2_str(size), " from image ", detail::size2_str(img.size()),
+                        " exceeds ", kDefaultMaxImagePixels, " pixels");
+  if (size == img.size()) return img;  // PIL copies
+  return detail::resize_window(img, size, 0, 0, size, resample, ctx);
 }
 
 // torchvision's and Hugging Face's shortest-edge rule: the short side becomes `size`, the long side
@@ -324,14 +364,25 @@ inline Image center_crop(const Image& img, Size2 size, CropRounding rounding = C
   if (size.h > img.height || size.w > img.width)
     detail::throw_shape("center_crop: crop ", detail::size2_str(size), " is larger than the image ",
                         detail::size2_str(img.size()));
-  const Index dh = img.height - size.h, dw = img.width - size.w;
-  const bool floor = rounding == CropRounding::floor;
-  const Index top = floor ? dh / 2 : detail::half_even_half(dh);
-  const Index left = floor ? dw / 2 : detail::half_even_half(dw);
+  const Size2 at = detail::crop_origin(img.size(), size, rounding);
   Image out(size.h, size.w);
   for (Index y = 0; y < size.h; ++y)
-    std::memcpy(out.row(y), img.row(top + y) + left * 3, std::size_t(size.w * 3));
+    std::memcpy(out.row(y), img.row(at.h + y) + at.w * 3, std::size_t(size.w * 3));
   return out;
+}
+
+// center_crop(resize(img, size, resample), crop, rounding), computing only the crop (see detail::resize_window):
+// equal pixel for pixel, at the crop's cost whatever the resize's size.
+inline Image resize_center_crop(const Image& img, Size2 size, Size2 crop, Resample resample = Resample::bicubic,
+                                CropRounding rounding = CropRounding::half_even,
+                                const Context& ctx = default_context()) {
+  detail::check_resize(img, size, "resize_center_crop");
+  if (crop.h < 1 || crop.w < 1 || crop.h > size.h || crop.w > size.w)
+    detail::throw_shape("resize_center_crop: expected a crop size >= 1 and within the resized ",
+                        detail::size2_str(size), ", got ", detail::size2_str(crop), " for image ",
+                        detail::size2_str(img.size()));
+  const Size2 at = detail::crop_origin(size, crop, rounding);
+  return detail::resize_window(img, size, at.h, at.w, crop, resample, ctx);
 }
 
 // (H, W, 3) uint8 -> (1, 3, H, W) float: (x / 255 - mean[c]) / std[c], every step in float32 as torchvision's
@@ -378,8 +429,9 @@ inline void check_preset_size(const char* op, const char* what, Index v, const I
 inline Tensor<float, 4> preprocess_clip(const Image& image, int size = 224, const Context& ctx = default_context()) {
   detail::check_image(image, "preprocess_clip");
   detail::check_preset_size("preprocess_clip", "size", size, image);
-  const Image r = resize(image, shortest_edge_size(image.size(), size), Resample::bicubic, ctx);
-  return to_tensor(center_crop(r, size, CropRounding::floor), kClipMean, kClipStd, ctx);
+  const Image r = resize_center_crop(image, shortest_edge_size(image.size(), size), size, Resample::bicubic,
+                                     CropRounding::floor, ctx);
+  return to_tensor(r, kClipMean, kClipStd, ctx);
 }
 
 // (H, W, 3) -> (1, 3, size, size). Hugging Face SiglipImageProcessor defaults (image_processing_siglip.py):
@@ -402,8 +454,9 @@ inline Tensor<float, 4> preprocess_torchvision(const Image& image, int resize_si
   if (crop > resize_size)
     detail::throw_shape("preprocess_torchvision: expected crop <= resize, got crop ", crop, " and resize ", resize_size,
                         "; image ", detail::size2_str(image.size()));
-  const Image r = resize(image, shortest_edge_size(image.size(), resize_size), interpolation, ctx);
-  return to_tensor(center_crop(r, crop, CropRounding::half_even), kImagenetMean, kImagenetStd, ctx);
+  const Image r = resize_center_crop(image, shortest_edge_size(image.size(), resize_size), crop, interpolation,
+                                     CropRounding::half_even, ctx);
+  return to_tensor(r, kImagenetMean, kImagenetStd, ctx);
 }
 
 // (H, W, 3) -> (1, 3, img_size, img_size). timm's transforms_imagenet_eval (transforms_factory.py, crop_mode
@@ -421,8 +474,9 @@ inline Tensor<float, 4> preprocess_timm(const Image& image, int img_size = 224, 
     detail::throw_shape("preprocess_timm: expected 0 < crop_pct <= 1, got ", crop_pct, "; image ",
                         detail::size2_str(image.size()));
   const Index scale_size = Index(std::floor(double(img_size) / crop_pct));
-  const Image r = resize(image, shortest_edge_size(image.size(), scale_size), interpolation, ctx);
-  return to_tensor(center_crop(r, img_size, CropRounding::half_even), mean, std, ctx);
+  const Image r = resize_center_crop(image, shortest_edge_size(image.size(), scale_size), img_size, interpolation,
+                                     CropRounding::half_even, ctx);
+  return to_tensor(r, mean, std, ctx);
 }
 
 }  // namespace fovea

@@ -31,6 +31,7 @@
 #include "fovea/core/context.hpp"
 #include "fovea/core/error.hpp"
 #include "fovea/core/tensor.hpp"
+#include "fovea/io/limits.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
@@ -101,11 +102,18 @@ struct TensorInfo {
 };
 
 // SafeTensorsOptions().max_header_bytes(1 << 20).use_mmap(false)
+// SafeTensorsOptions().limits(ReadLimits().max_tensor_bytes(1 << 30))
 class SafeTensorsOptions {
  public:
-  // The reference refuses headers over 100,000,000 bytes; a header's JSON is parsed into memory.
+  // The ceilings (io/limits.hpp): max_header_bytes for the header's JSON, which is parsed into memory (the
+  // reference refuses headers over 100,000,000 bytes, the default); max_tensor_bytes for each tensor get() and
+  // get_into() convert (the file's own length already bounds what it stores).
+  SafeTensorsOptions& limits(const ReadLimits& l) {
+    limits_ = l;
+    return *this;
+  }
   SafeTensorsOptions& max_header_bytes(std::uint64_t n) {
-    max_header_bytes_ = n;
+    limits_.max_header_bytes(n);
     return *this;
   }
   // Map the file (zero-copy views, pages read on demand) or read it whole into memory.
@@ -113,13 +121,19 @@ class SafeTensorsOptions {
     use_mmap_ = on;
     return *this;
   }
-  std::uint64_t max_header_bytes() const { return max_header_bytes_; }
+  const ReadLimits& limits() const { return limits_; }
+  std::uint64_t max_header_bytes() const { return limits_.max_header_bytes(); }
   bool use_mmap() const { return use_mmap_; }
 
  private:
-  std::uint64_t max_header_bytes_ = 100'000'000;
+  ReadLimits limits_;
   bool use_mmap_ = true;
 };
+
+// Dimensions a tensor may have. fovea's own bound (the reference reader sets none; NumPy's is 32): no model
+// stores more than a handful, and refusing longer arrays while the header is parsed keeps the parser's memory a
+// small multiple of the header's length.
+inline constexpr std::size_t kMaxSafeTensorsRank = 64;
 
 namespace detail {
 
@@ -195,6 +209,13 @@ class SafeTensorsHeaderParser {
         fail(cat(entry_str(), ": duplicate key \"", value.get<std::string>(), "\""));
     } else if ((event == E::object_start || event == E::array_start) && depth >= 3) {
       fail(cat(entry_str(), ": values nest deeper than a safetensors header does"));
+    } else if ((event == E::array_start || event == E::object_start) && depth == 2) {
+      array_values_ = 0;
+    } else if (event == E::value && depth == 3 && ++array_values_ > kMaxSafeTensorsRank) {
+      // Refused while parsing, before the array is held: "shape" has at most kMaxSafeTensorsRank dimensions
+      // and "data_offsets" two values (an entry's unknown keys are held to the same bound).
+      fail(cat(entry_str(), ": an array of more than ", kMaxSafeTensorsRank, " values (a shape has at most ",
+               kMaxSafeTensorsRank, " dimensions)"));
     } else if (depth == 1 && (event == E::object_end || event == E::array_end || event == E::value)) {
       take(value);
       return false;  // processed: keep it out of the DOM
@@ -264,6 +285,7 @@ class SafeTensorsHeaderParser {
   const std::string& what_;
   std::string key_;
   std::unordered_set<std::string> top_keys_, inner_keys_;
+  std::size_t array_values_ = 0;
 };
 
 // Reads and validates everything the header claims against the `size` bytes at p, before any tensor is read.
@@ -277,7 +299,7 @@ inline SafeTensorsHeader parse_safetensors(const char* p, std::size_t size, cons
     fail("header length ", n, " (file bytes 0-7) runs past the end of the ", size, "-byte file");
   if (n > options.max_header_bytes())
     fail("header length ", n, " exceeds the limit of ", options.max_header_bytes(),
-         " bytes (SafeTensorsOptions::max_header_bytes)");
+         " bytes (SafeTensorsOptions::max_header_bytes, ReadLimits::max_header_bytes)");
   if (n == 0 || p[8] != '{')
     fail("header must begin with '{' at file offset 8, got ", n == 0 ? std::string("an empty header")
                                                                     : hex_byte(static_cast<unsigned char>(p[8])));
@@ -336,6 +358,14 @@ inline SafeTensorsHeader parse_safetensors(const char* p, std::size_t size, cons
     if (need != t.end - t.begin)
       bad(t, "shape ", dims_str(t.shape), " of ", dtype_name(t.dtype), " needs ", need, " bytes, but ",
            offsets(t), " hold ", t.end - t.begin);
+    // Any dimension of a tensor with data is at most its element count, so at most 2 per byte of the file (F4).
+    // A tensor with no elements holds no data, and nothing bounds its other dimensions: models read sizes off
+    // shapes, so those are held to the same bound as the rest.
+    if (count == 0)
+      for (Index d : t.shape)
+        if (std::uint64_t(d) > 2 * std::uint64_t(size))
+          bad(t, "shape ", dims_str(t.shape), " has a dimension of ", d, ", more than the ", 2 * std::uint64_t(size),
+              " elements a ", size, "-byte file can hold (the tensor has no elements, so no data bounds it)");
     covered = t.end;
   }
   if (covered != buffer)
@@ -423,13 +453,22 @@ inline std::string file_label(const std::string& path) { return "'" + path + "'"
 
 // Page-level hints, best effort (an older kernel refuses them and nothing changes). Only worth a system call
 // for large ranges.
-enum class PageAdvice { huge, populate_read };
+enum class PageAdvice { huge, populate_read, release };
 inline void advise_pages(const void* p, std::size_t n, PageAdvice advice) {
 #ifdef FOVEA_SAFETENSORS_MMAP
-  if (n < (std::size_t(4) << 20)) return;
   const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
   const auto at = reinterpret_cast<std::uintptr_t>(p);
-  (void)page, (void)at, (void)advice;  // unused where neither advice exists
+  (void)page, (void)at, (void)advice;  // unused where no advice exists
+  // A mapped source already copied: drop its pages from this process (the file's bytes are unchanged and come
+  // back from the page cache if read again), so a model loaded from a mapped file holds its weights once, not
+  // twice (ViT-B/16's load peaked at 2.05x its weights before). Whole pages inside the range only: a page shared
+  // with the next tensor is left for that tensor's release.
+  if (advice == PageAdvice::release) {
+    const std::uintptr_t b = (at + page - 1) / page * page, e = (at + n) / page * page;
+    if (b < e) (void)::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    return;
+  }
+  if (n < (std::size_t(4) << 20)) return;
 #if defined(MADV_HUGEPAGE)
   // A fresh destination faults in one small page at a time; huge pages made a 100 MB copy 6x faster where
   // transparent huge pages run in madvise mode. Only whole pages inside the range are advised.
@@ -513,6 +552,8 @@ class SafeTensors {
   const std::vector<TensorInfo>& tensors() const { return header_->tensors; }
   const std::map<std::string, std::string>& metadata() const { return header_->metadata; }
   const std::string& label() const { return what_; }
+  // The ceilings the file was opened with (SafeTensorsOptions::limits).
+  const ReadLimits& limits() const { return limits_; }
   bool contains(const std::string& name) const { return header_->index.count(name) != 0; }
 
   const TensorInfo& info(const std::string& name) const {
@@ -539,7 +580,7 @@ class SafeTensors {
   template <class T, int R>
   Tensor<T, R> get(const std::string& name, const Context& ctx = default_context()) const {
     const TensorInfo& t = convertible<T>(name, "get");
-    Tensor<T, R> out(checked_dims<R>(t, "get"));
+    Tensor<T, R> out(checked_dims<R>(t, "get"));  // within max_tensor_bytes: convertible() checked
     convert_into(t, out.data(), ctx);
     return out;
   }
@@ -579,7 +620,7 @@ class SafeTensors {
  private:
   SafeTensors(std::shared_ptr<const detail::SafeTensorsStorage> storage, std::string what,
               const SafeTensorsOptions& options)
-      : storage_(std::move(storage)), what_(std::move(what)) {
+      : storage_(std::move(storage)), what_(std::move(what)), limits_(options.limits()) {
     header_ = std::make_shared<const detail::SafeTensorsHeader>(
         detail::parse_safetensors(storage_->data(), storage_->size(), what_, options));
   }
@@ -592,6 +633,14 @@ class SafeTensors {
       detail::throw_format("safetensors: ", what_, ": ", op, ": tensor '", t.name, "' is ", dtype_name(t.dtype),
                            ", which does not convert to floating point (F64, F32, F16 and BF16 do); its raw "
                            "bytes are available through bytes()");
+    // The file holds the bytes (checked at open); converted, an F16 tensor read as double takes 4 times as many.
+    const std::uint64_t limit = limits_.max_tensor_bytes();
+    if (std::uint64_t(t.numel()) > limit / sizeof(T))
+      detail::throw_format("safetensors: ", what_, ": ", op, ": tensor '", t.name, "' of shape ",
+                           detail::dims_str(t.shape), " read as ", std::is_same_v<T, float> ? "float" : "double",
+                           " takes ", std::uint64_t(t.numel()), " x ", sizeof(T), " = ",
+                           std::uint64_t(t.numel()) * sizeof(T), " bytes, more than the limit of ", limit,
+                           " (ReadLimits::max_tensor_bytes)");
     return t;
   }
 
@@ -600,6 +649,7 @@ class SafeTensors {
     detail::advise_pages(dst, std::size_t(t.numel()) * sizeof(T), detail::PageAdvice::huge);
     if (storage_->mapped()) detail::advise_pages(storage_->data() + t.begin, t.nbytes(), detail::PageAdvice::populate_read);
     detail::convert_elements<T>(t.dtype, storage_->data() + t.begin, dst, t.numel(), ctx);
+    if (storage_->mapped()) detail::advise_pages(storage_->data() + t.begin, t.nbytes(), detail::PageAdvice::release);
   }
 
   template <int R>
@@ -615,6 +665,7 @@ class SafeTensors {
   std::shared_ptr<const detail::SafeTensorsStorage> storage_;
   std::shared_ptr<const detail::SafeTensorsHeader> header_;
   std::string what_;
+  ReadLimits limits_;
 };
 
 // Collects float and double tensors (stored as F32 and F64) and writes them as the reference writer does:

@@ -5,7 +5,7 @@
 // shapes say fills them; present keys are type-checked here and checked against the shapes by the model.
 //
 //   hidden_size, num_attention_heads, num_hidden_layers, intermediate_size, num_channels   whole numbers >= 1
-//   patch_size, image_size      a whole number, or [height, width]
+//   patch_size, image_size      a whole number, or [height, width]; sides at most 2^24
 //   layer_norm_eps              a number > 0
 //   hidden_act                  "gelu" | "gelu_python" (exact), "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast"
 //                               (tanh approximation), "quick_gelu"
@@ -16,7 +16,11 @@
 //
 // Every problem is a FormatError naming the file and the key: unreadable file, invalid JSON (with the
 // parser's position), a non-object document or vision_config, and a value of the wrong type or range.
+// Untrusted text is bounded before it is parsed: at most ReadLimits::max_header_bytes of it, nested at most
+// kMaxConfigDepth deep (Hugging Face configs nest 3 or 4 levels; nlohmann's printer, used in messages, recurses
+// once per level).
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -26,6 +30,7 @@
 
 #include "fovea/core/error.hpp"
 #include "fovea/core/tensor.hpp"
+#include "fovea/io/limits.hpp"
 #include "fovea/ops/activation.hpp"
 
 namespace fovea {
@@ -89,19 +94,27 @@ struct HfConfigReader {
     }
     bad(key, "a whole number >= 1", *v);
   }
+  // Image and patch sides are bounded by the largest image fovea decodes (stb_image's 2^24), so that a model's
+  // products of them (the patch grid, its row count) stay far inside Index.
+  static constexpr unsigned long long kMaxSide = 1ull << 24;
   std::optional<Size2> size2(const char* key) const {
     const nlohmann::json* v = find(key);
     if (!v) return std::nullopt;
+    std::optional<Size2> out;
     if (v->is_array()) {
       auto side = [](const nlohmann::json& e) {
         return e.is_number_unsigned() && e.get<unsigned long long>() >= 1 && e.get<unsigned long long>() <= (1ull << 40);
       };
       if (v->size() == 2 && side((*v)[0]) && side((*v)[1]))
-        return Size2(Index((*v)[0].get<unsigned long long>()), Index((*v)[1].get<unsigned long long>()));
-      bad(key, "a whole number >= 1 or [height, width]", *v);
+        out = Size2(Index((*v)[0].get<unsigned long long>()), Index((*v)[1].get<unsigned long long>()));
+      else
+        bad(key, "a whole number >= 1 or [height, width]", *v);
+    } else if (auto n = whole(key)) {
+      out = Size2(*n);
     }
-    if (auto n = whole(key)) return Size2(*n);
-    return std::nullopt;
+    if (out && (std::uint64_t(out->h) > kMaxSide || std::uint64_t(out->w) > kMaxSide))
+      bad(key, "at most 16777216 on each side (the largest image fovea decodes)", *v);
+    return out;
   }
   std::optional<double> positive(const char* key) const {
     const nlohmann::json* v = find(key);
@@ -169,26 +182,50 @@ inline HfVisionConfig parse_hf_vision_config(const nlohmann::json& doc, const st
   return c;
 }
 
+inline constexpr int kMaxConfigDepth = 64;
+
 // JSON text -> its vision keys.
-inline HfVisionConfig parse_hf_vision_config(const std::string& text, const std::string& source) {
+inline HfVisionConfig parse_hf_vision_config(const std::string& text, const std::string& source,
+                                             const ReadLimits& limits = {}) {
+  if (text.size() > limits.max_header_bytes())
+    detail::throw_format(source, ": ", text.size(), " bytes of JSON exceed the limit of ", limits.max_header_bytes(),
+                         " (ReadLimits::max_header_bytes)");
   nlohmann::json doc;
   try {
-    doc = nlohmann::json::parse(text);
+    doc = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+      if (depth >= kMaxConfigDepth && (event == nlohmann::json::parse_event_t::object_start ||
+                                       event == nlohmann::json::parse_event_t::array_start))
+        detail::throw_format(source, ": JSON nests deeper than ", kMaxConfigDepth, " levels");
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
     detail::throw_format(source, ": not valid JSON: ", e.what());
   }
   return parse_hf_vision_config(doc, source);
 }
 
-// Reads config.json at `path`.
-inline HfVisionConfig read_hf_vision_config(const std::string& path) {
+// A string literal is text, not a one-string JSON document.
+inline HfVisionConfig parse_hf_vision_config(const char* text, const std::string& source,
+                                             const ReadLimits& limits = {}) {
+  return parse_hf_vision_config(std::string(text), source, limits);
+}
+
+// Reads config.json at `path`; its length is checked against limits.max_header_bytes() before it is read.
+inline HfVisionConfig read_hf_vision_config(const std::string& path, const ReadLimits& limits = {}) {
   const std::string source = detail::cat("config.json '", path, "'");
   std::ifstream f(path, std::ios::binary);
   if (!f) detail::throw_format(source, ": cannot open the file");
+  f.seekg(0, std::ios::end);
+  const std::streamoff len = f.tellg();
+  f.seekg(0, std::ios::beg);
+  if (len > 0 && std::uint64_t(len) > limits.max_header_bytes())
+    detail::throw_format(source, ": the file is ", len, " bytes, more than the limit of ", limits.max_header_bytes(),
+                         " (ReadLimits::max_header_bytes)");
+  f.clear();
   std::ostringstream s;
   s << f.rdbuf();
   if (f.bad()) detail::throw_format(source, ": read error");
-  return parse_hf_vision_config(s.str(), source);
+  return parse_hf_vision_config(s.str(), source, limits);
 }
 
 }  // namespace fovea

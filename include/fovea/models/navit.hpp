@@ -108,6 +108,30 @@ struct NaViTConfig {
   }
 };
 
+namespace detail {
+
+// The model's large weights (projections, MLPs, position tables, head): fewer elements than its whole state
+// dict, so check_model_fits with them never refuses a file that holds the model, yet refuses one whose few
+// small tensors imply a large model (a file's sizes are read off its shapes).
+inline std::map<std::string, std::vector<Index>> navit_large_shapes(const NaViTConfig& c) {
+  std::map<std::string, std::vector<Index>> s;
+  s["to_patch_embedding"] = {c.dim, c.patch_dim()};
+  s["pos_embed_height"] = {c.grid().h, c.dim};
+  s["pos_embed_width"] = {c.grid().w, c.dim};
+  s["mlp_head"] = {c.num_classes, c.dim};
+  for (Index i = 0; i < c.depth; ++i) {
+    const std::string p = cat("layers.", i, ".");
+    s[p + "to_q"] = {c.inner_dim(), c.dim};
+    s[p + "to_kv"] = {2 * c.inner_dim(), c.dim};
+    s[p + "to_out"] = {c.dim, c.inner_dim()};
+    s[p + "ff.1"] = {c.mlp_dim, c.dim};
+    s[p + "ff.2"] = {c.dim, c.mlp_dim};
+  }
+  return s;
+}
+
+}  // namespace detail
+
 // How attention is kept inside each image.
 enum class NaViTMask {
   segments,  // segment ids: each image's queries against its own keys only (sum n_i^2 work)
@@ -376,6 +400,8 @@ class NaViT {
   }
   // The config as given (the file must hold exactly its tensors), with the file's weights.
   static NaViT from_safetensors(const SafeTensors& file, const NaViTConfig& config) {
+    config.validate();
+    check_model_fits(file, detail::navit_large_shapes(config), config.str());  // before anything is allocated
     NaViT m(config);
     m.load(file);
     return m;

@@ -289,7 +289,9 @@ class ResNet {
 
   // A model whose config is read off the file's names and shapes, with the file's weights.
   static ResNet from_safetensors(const SafeTensors& file) {
-    ResNet m(infer_resnet_config(file));
+    const ResNetConfig config = infer_resnet_config(file);
+    check_model_fits(file, resnet_state_dict_shapes(config), config.str());  // before a size read off it is allocated
+    ResNet m(config);
     m.load(file);
     return m;
   }

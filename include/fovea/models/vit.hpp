@@ -701,6 +701,7 @@ class VisionTransformer {
   }
   // The config as given (the file must hold exactly its tensors), with the file's weights.
   static VisionTransformer from_safetensors(const SafeTensors& file, const VitConfig& config) {
+    check_model_fits(file, vit_state_dict_shapes(config), config.str());  // before a size read off it is allocated
     VisionTransformer m(config, detail::vit_naming(detail::safetensors_shapes(file), config.family));
     m.load(file);
     return m;

@@ -6,9 +6,16 @@
 // file before copying anything, and throws one FormatError listing every missing name, every unexpected
 // name, every shape mismatch and every non-float dtype, so a wrong checkpoint is diagnosed in one run
 // rather than one name a run.
+//
+// check_model_fits runs before that, before a model whose sizes were read off a file's shapes is built: a file
+// can declare a size it holds no weights for (a class count on a tensor with a zero dimension, a width that
+// only one small tensor names), and building the model would allocate it.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -32,10 +39,7 @@ class WeightLoader {
     Request r;
     r.name = name;
     r.shape.assign(dst.dimensions().begin(), dst.dimensions().end());
-    r.fill = [this, name, &dst] {
-      Tensor<T, R> t = file_.template get<T, R>(name);
-      std::memcpy(dst.data(), t.data(), sizeof(T) * std::size_t(dst.size()));
-    };
+    r.fill = [this, name, &dst] { file_.get_into(name, dst); };  // straight into the module: no temporary
     requests_.push_back(std::move(r));
   }
 
@@ -45,7 +49,7 @@ class WeightLoader {
   // Every tensor of a module (its named_tensors) under `prefix`, and the names it accepts and ignores.
   template <class Module>
   void expect_module(Module& module, const std::string& prefix) {
-    module.named_tensors(prefix, [this](const std::string& name, auto& t) { expect(name, t); });
+    module.named_tensors(prefix, [this](const std::string& name, auto& t) { this->expect(name, t); });
     for (const std::string& n : module.ignored_names(prefix)) ignore(n);
   }
 
@@ -73,10 +77,13 @@ class WeightLoader {
 
     if (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !bad_dtype.empty()) {
       std::string msg = detail::cat("load weights: ", file_.label(), " does not match ", target_, ":");
+      // A hostile header can name 10^6 tensors: each list stops after kMaxListed names.
+      constexpr std::size_t kMaxListed = 64;
       auto list = [&msg](const std::vector<std::string>& v, const char* one, const char* many) {
         if (v.empty()) return;
         msg += detail::cat(" ", v.size(), " ", v.size() == 1 ? one : many, " [");
-        for (std::size_t i = 0; i < v.size(); ++i) msg += (i ? ", " : "") + v[i];
+        for (std::size_t i = 0; i < v.size() && i < kMaxListed; ++i) msg += (i ? ", " : "") + v[i];
+        if (v.size() > kMaxListed) msg += detail::cat(", ... and ", v.size() - kMaxListed, " more");
         msg += "];";
       };
       list(missing, "missing", "missing");
@@ -100,5 +107,44 @@ class WeightLoader {
   std::vector<Request> requests_;
   std::set<std::string> ignored_;
 };
+
+// shapes: every tensor of the model about to be built (name -> shape, e.g. resnet_state_dict_shapes(config),
+// vit_state_dict_shapes(config)), none allocated yet. Throws FormatError, naming the file and `target`, when
+// they hold more than kModelFitFactor times the elements of all of the file's floating-point tensors (F64, F32,
+// F16, BF16) plus kModelFitSlack: such a file is not a damaged copy of the model's weights but a few tensors
+// whose shapes name a far larger model, and the model is not built. Below that, a file with some tensors
+// missing or misshapen is left to WeightLoader, whose message lists each of them. So a model built from a file
+// takes at most sizeof(T) * (kModelFitFactor * the file's elements + kModelFitSlack) bytes.
+inline constexpr std::uint64_t kModelFitFactor = 4;
+inline constexpr std::uint64_t kModelFitSlack = std::uint64_t(1) << 22;  // elements: 16 MiB of float
+inline void check_model_fits(const SafeTensors& file, const std::map<std::string, std::vector<Index>>& shapes,
+                             const std::string& target) {
+  constexpr std::uint64_t kMost = std::uint64_t(std::numeric_limits<Index>::max());
+  std::uint64_t have = 0, need = 0;
+  for (const TensorInfo& t : file.tensors())
+    if (t.dtype == Dtype::F32 || t.dtype == Dtype::F64 || t.dtype == Dtype::F16 || t.dtype == Dtype::BF16)
+      have += std::uint64_t(t.numel());  // each below the file's length
+  std::string largest;
+  std::uint64_t largest_n = 0;
+  for (const auto& [name, shape] : shapes) {
+    std::uint64_t n = 1;
+    for (Index d : shape) {
+      if (d < 0 || (d != 0 && n > kMost / std::uint64_t(d))) {
+        n = kMost;
+        break;
+      }
+      n *= std::uint64_t(d);
+    }
+    if (n > largest_n) largest_n = n, largest = name;
+    need = n > kMost - need ? kMost : need + n;
+  }
+  if (need > kModelFitFactor * have + kModelFitSlack)
+    detail::throw_format("load weights: ", file.label(), " cannot hold ", target, ": its ", shapes.size(),
+                         " tensors need ", need == kMost ? std::string("more than 2^63") : std::to_string(need),
+                         " elements (the largest, '", largest, "', ", largest_n == kMost ? std::string("over 2^63")
+                                                                                       : std::to_string(largest_n),
+                         "), but the file's floating-point tensors hold ", have, " in all (at most ", kModelFitFactor,
+                         " times that plus ", kModelFitSlack, " are accepted); the model was not built");
+}
 
 }  // namespace fovea
