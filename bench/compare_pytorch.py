@@ -221,6 +221,7 @@ def main():
                 cpu = f"{tc/cf:.2f}" if t == 1 else "-"
                 f.write(f"| {desc} | {t} | {tf*1e3:.3f} | {tt*1e3:.3f} | {tt/tf:.2f} | {cpu} |\n")
         f.write(targets(rows))
+        f.write(MEMORY)
 
 
 def cpu_name():
@@ -255,6 +256,18 @@ def targets(rows):
     return "".join(out) if len(out) > 1 else ""
 
 
+# Not measured by this script (it needs a vit_b_16 file): re-measure by hand when loading changes.
+MEMORY = """
+## Peak memory (measured by hand, 2026-11-27)
+
+A batch-1 ViT-B/16 forward from a safetensors file, whole process: `/usr/bin/time -v build/examples/fovea-embed
+--arch torchvision-vit --weights vitb16.safetensors --input x224.npy --output out.npy` on torchvision's `vit_b_16`
+with random weights (346,288,424-byte file, 330 MiB of float32 weights). Maximum resident set size: 354,600 KB =
+1.05x the weights (it was 694,244 KB = 2.05x before `SafeTensors` released each tensor's mapped pages once copied
+into the model: the mapped file and the model's copy were both resident at the end of loading).
+"""
+
+
 PREAMBLE = """# Performance against PyTorch
 
 Written by `bench/compare_pytorch.py` (re-run it to refresh): every row is one Google Benchmark of fovea
@@ -264,7 +277,10 @@ the generic libblas.so.3; `OMP_WAIT_POLICY=PASSIVE`, without which PyTorch's spi
 cores from OpenBLAS's and its 2-thread numbers are up to 1.7x slower), median of repeated runs, forward only, float32. Speed-up > 1 means fovea is faster.
 Machine: {cpu}, 2 cores. Load average (1/5/15 min) during the run: {load}. On a shared machine wall-clock
 times of either side are inflated unevenly (PyTorch's OpenMP threads suffer most at 2 threads); the last column,
-the ratio of CPU times of single-threaded runs, is the load-robust comparison.
+the ratio of CPU times of single-threaded runs, is the load-robust comparison. Even at low load this machine
+(a VM) varies from run to run: the same fovea SGEMM 1024^3 on one thread took 15.0 to 28.6 ms across four runs of
+one morning, and a row's two sides are timed minutes apart (every fovea benchmark runs first), so read single rows
+as +-25%, and trust patterns across rows.
 """
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 // what it is (a larger one a fuzzer writes would go in tests/fuzz/regressions/ and be read from there).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -173,6 +175,32 @@ TEST(FuzzRegressions, ImageJpegWithFillBytesBeforeSoiGetsTheHuffmanGuard) {
   const std::string jpg = detail::read_file_bytes(std::string(FOVEA_REF_DIR) + "/image/grey_37x53.jpg", "test");
   const Image plain = decode_image_bytes(jpg, "plain.jpg");
   EXPECT_EQ(decode_image_bytes("\xff\xff\xff" + jpg, "filled.jpg").pixels, plain.pixels);
+}
+
+// fuzz_image (this session's 10-minute run, after ~5 minutes): a 479-byte progressive JPEG whose AC scan uses a
+// Huffman table no DHT segment defines. stb 2.27 decodes with that table as the uninitialised decoder struct held
+// it, and garbage there indexed its 256-entry symbol array at 629 (UBSan; in a release build, a read past the
+// table and pixels from whatever it found). fovea's stb copy now allocates zeroed memory: an undefined table
+// matches no code, and the file is refused.
+TEST(FuzzRegressions, ImageJpegScanWithAnUndefinedHuffmanTable) {
+  const std::string crash = regression_file("image-jpeg-progressive-scan-undefined-huffman-table.jpg");
+  ASSERT_EQ(crash.size(), 479u);
+  for (int i = 0; i < 3; ++i)  // the same clean error every time, whatever the heap held before
+    EXPECT_TRUE(test::throws_with<FormatError>([&] { decode_image_bytes(crash, "crash.jpg"); },
+                                               {"decode_image: 'crash.jpg'", "corrupt or truncated"}));
+  // What makes it so: stb's allocations come zeroed even where the heap was dirty (a freed block of the same
+  // size is what malloc hands out next).
+  constexpr std::size_t n = 20000;  // about stb's JPEG decoder struct
+  void* dirty = std::malloc(n);
+  ASSERT_NE(dirty, nullptr);
+  std::memset(dirty, 0xbe, n);
+  std::free(dirty);
+  auto* p = static_cast<unsigned char*>(detail::stb_malloc(n));
+  ASSERT_NE(p, nullptr);
+  std::size_t nonzero = 0;
+  for (std::size_t i = 0; i < n; ++i) nonzero += p[i] != 0;
+  std::free(p);
+  EXPECT_EQ(nonzero, 0u);
 }
 
 // Not here: tests/fuzz/regressions/image-jpeg-corrupt-progressive-scan-stb-shift.jpg (fuzz_image, final pass). stb

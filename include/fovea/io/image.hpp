@@ -47,7 +47,10 @@ inline bool stb_take(std::size_t n) {
   b.left -= n;
   return true;
 }
-inline void* stb_malloc(std::size_t n) { return stb_take(n) ? std::malloc(n) : nullptr; }
+// Zeroed: stb 2.27 decodes a progressive JPEG scan with a Huffman table no DHT segment defined, reading that
+// table from the uninitialised decoder struct; garbage there indexed a 256-entry symbol array at 629 (fuzz_image).
+// Zeroed, such a table matches no code and the decode fails cleanly.
+inline void* stb_malloc(std::size_t n) { return stb_take(n) ? std::calloc(1, n) : nullptr; }
 inline void* stb_realloc(void* p, std::size_t n) { return stb_take(n) ? std::realloc(p, n) : nullptr; }
 
 }  // namespace fovea::detail
