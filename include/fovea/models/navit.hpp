@@ -433,23 +433,7 @@ class NaViT {
   // resizes a tensor, ShapeError names it.
   template <class F>
   void update_parameters(F&& f) {
-    std::vector<std::vector<Index>> before;
-    visit_parameters(*this, [&](const std::string&, const auto& t) {
-      before.emplace_back(t.dimensions().begin(), t.dimensions().end());
-    });
-    visit_parameters(*this, f);
-    std::size_t i = 0;
-    std::string changed;
-    visit_parameters(*this, [&](const std::string& name, const auto& t) {
-      const std::vector<Index> now(t.dimensions().begin(), t.dimensions().end());
-      if (now != before[i])
-        changed += detail::cat(changed.empty() ? "" : ", ", name, " ", detail::dims_str(before[i]), " -> ",
-                               detail::dims_str(now));
-      ++i;
-    });
-    if (!changed.empty())
-      detail::throw_shape("NaViT.update_parameters: tensor shapes are fixed by the config ", config_.str(),
-                          ", but these changed: ", changed);
+    detail::update_keeping_shapes([&](auto&& g) { visit_parameters(*this, g); }, f, "NaViT", config_.str());
   }
 
   // images, each (C, H, W) of its own size (sides multiples of patch_size, grid within the position tables)

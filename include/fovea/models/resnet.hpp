@@ -320,22 +320,7 @@ class ResNet {
   // running the previous fused weights until an update or load succeeds.
   template <class F>
   void update_parameters(F&& f) {
-    std::vector<std::vector<Index>> before;
-    named_tensors_impl(*this, [&](const std::string&, const auto& t) {
-      before.emplace_back(t.dimensions().begin(), t.dimensions().end());
-    });
-    named_tensors_impl(*this, f);
-    std::size_t i = 0;
-    std::string changed;
-    named_tensors_impl(*this, [&](const std::string& name, const auto& t) {
-      const std::vector<Index> now(t.dimensions().begin(), t.dimensions().end());
-      if (now != before[i]) changed += detail::cat(changed.empty() ? "" : ", ", name, " ", detail::dims_str(before[i]),
-                                                   " -> ", detail::dims_str(now));
-      ++i;
-    });
-    if (!changed.empty())
-      detail::throw_shape("ResNet.update_parameters: tensor shapes are fixed by the config ", config_.str(),
-                          ", but these changed: ", changed);
+    detail::update_keeping_shapes([&](auto&& g) { named_tensors_impl(*this, g); }, f, "ResNet", config_.str());
     fold();
   }
 

@@ -776,23 +776,7 @@ class VisionTransformer {
   // fixed by the config: if f resizes a tensor, ShapeError names it.
   template <class F>
   void update_parameters(F&& f) {
-    std::vector<std::vector<Index>> before;
-    visit_parameters(*this, [&](const std::string&, const auto& t) {
-      before.emplace_back(t.dimensions().begin(), t.dimensions().end());
-    });
-    visit_parameters(*this, f);
-    std::size_t i = 0;
-    std::string changed;
-    visit_parameters(*this, [&](const std::string& name, const auto& t) {
-      const std::vector<Index> now(t.dimensions().begin(), t.dimensions().end());
-      if (now != before[i])
-        changed += detail::cat(changed.empty() ? "" : ", ", name, " ", detail::dims_str(before[i]), " -> ",
-                               detail::dims_str(now));
-      ++i;
-    });
-    if (!changed.empty())
-      detail::throw_shape("VisionTransformer.update_parameters: tensor shapes are fixed by the config ", config_.str(),
-                          ", but these changed: ", changed);
+    detail::update_keeping_shapes([&](auto&& g) { visit_parameters(*this, g); }, f, "VisionTransformer", config_.str());
   }
 
   // The position table for a grid (gh, gw) of patches, (prefix rows if the table has them + gh * gw, D),

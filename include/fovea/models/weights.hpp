@@ -108,6 +108,30 @@ class WeightLoader {
   std::set<std::string> ignored_;
 };
 
+namespace detail {
+
+// A model's update_parameters: visit(g) calls g(name, tensor&) for each of its tensors. Runs visit(f), then
+// throws ShapeError naming the model, its config and every tensor whose shape f changed (the config fixes them).
+template <class Visit, class F>
+void update_keeping_shapes(Visit&& visit, F&& f, const char* model, const std::string& config) {
+  std::vector<std::vector<Index>> before;
+  visit([&](const std::string&, const auto& t) { before.emplace_back(t.dimensions().begin(), t.dimensions().end()); });
+  visit(f);
+  std::size_t i = 0;
+  std::string changed;
+  visit([&](const std::string& name, const auto& t) {
+    const std::vector<Index> now(t.dimensions().begin(), t.dimensions().end());
+    if (now != before[i])
+      changed += cat(changed.empty() ? "" : ", ", name, " ", dims_str(before[i]), " -> ", dims_str(now));
+    ++i;
+  });
+  if (!changed.empty())
+    throw_shape(model, ".update_parameters: tensor shapes are fixed by the config ", config, ", but these changed: ",
+                changed);
+}
+
+}  // namespace detail
+
 // shapes: every tensor of the model about to be built (name -> shape, e.g. resnet_state_dict_shapes(config),
 // vit_state_dict_shapes(config)), none allocated yet. Throws FormatError, naming the file and `target`, when
 // they hold more than kModelFitFactor times the elements of all of the file's floating-point tensors (F64, F32,
