@@ -3,6 +3,8 @@
 
 #include <vector>
 
+#include <Eigen/Core>
+
 #include "fovea/core/gemm.hpp"
 
 using namespace fovea;
@@ -25,3 +27,34 @@ BENCHMARK(BM_sgemm)
     ->Args({197, 2304, 768, 1})->Args({197, 2304, 768, 2})    // ViT-B qkv projection, batch 1
     ->Args({1576, 3072, 768, 2})                               // ViT-B MLP fc1, batch 8
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The machine's float32 FMA peak on `threads` cores, measured in the same run as everything else: this VM's
+// clock varies from run to run, so a tower's fraction of peak is only meaningful against a peak taken
+// alongside it (bench/compare_pytorch.py divides by this). Each thread runs 16 independent chains of
+// packet FMAs, enough to cover the FMA latency on both pipes, with no memory traffic.
+static void BM_fma_peak(benchmark::State& st) {
+  using Packet = Eigen::internal::packet_traits<float>::type;
+  constexpr int kChains = 16, kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+  constexpr long kSteps = 1 << 20;
+  const int threads = int(st.range(0));
+  Context ctx(threads);
+  std::vector<float> sink(threads);
+  for (auto _ : st) {
+    ctx.parallel_for(threads, [&](Index t) {
+      Packet acc[kChains];
+      for (int c = 0; c < kChains; ++c) acc[c] = Eigen::internal::pset1<Packet>(float(c + t));
+      const Packet a = Eigen::internal::pset1<Packet>(0.999999f), b = Eigen::internal::pset1<Packet>(1e-7f);
+      for (long s = 0; s < kSteps; ++s) {
+        for (int c = 0; c < kChains; ++c) acc[c] = Eigen::internal::pmadd(acc[c], a, b);
+        benchmark::ClobberMemory();
+      }
+      Packet total = acc[0];
+      for (int c = 1; c < kChains; ++c) total = Eigen::internal::padd(total, acc[c]);
+      sink[t] = Eigen::internal::predux(total);
+    });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  st.counters["GFLOPS"] = benchmark::Counter(2.0 * kChains * kPacket * double(kSteps) * threads,
+                                             benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_fma_peak)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();

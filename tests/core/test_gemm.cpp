@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <iostream>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -10,14 +12,14 @@ using namespace fovea;
 
 // Naive triple loop in long double: the truth for every transpose combination, stride and thread count.
 template <class T>
-void check_gemm(bool ta, bool tb, Index m, Index n, Index k, T alpha, T beta, int threads) {
+void check_gemm(bool ta, bool tb, Index m, Index n, Index k, T alpha, T beta, int threads, bool nan_c = false) {
   std::mt19937 rng(unsigned(m * 131 + n * 17 + k + ta * 7 + tb * 3));
   std::normal_distribution<double> nd;
   const Index lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
   std::vector<T> a((ta ? k : m) * lda), b((tb ? n : k) * ldb), c(m * ldc);
   for (auto& v : a) v = T(nd(rng));
   for (auto& v : b) v = T(nd(rng));
-  for (auto& v : c) v = T(nd(rng));
+  for (auto& v : c) v = nan_c ? std::numeric_limits<T>::quiet_NaN() : T(nd(rng));
   std::vector<T> expect = c;
   for (Index i = 0; i < m; ++i)
     for (Index j = 0; j < n; ++j) {
@@ -43,4 +45,32 @@ TEST(Gemm, MatchesNaiveFloatAndDouble) {
           check_gemm<float>(ta, tb, m, n, k, 1.0f, 0.0f, threads);
           check_gemm<double>(ta, tb, m, n, k, 0.5, 2.0, threads);
         }
+}
+
+// Shapes around every block edge of the AVX-512 float kernel (core/gemm_kernel.hpp: tiles 8 x 48, depth
+// blocks of 256, column blocks of 576, row blocks of 192) and just past the sizes below which gemm_serial
+// leaves a product to Eigen (m < 4 or n < 16); every transpose, alpha and beta in {0, 1, other}.
+TEST(Gemm, FloatKernelBlockEdges) {
+#ifdef FOVEA_GEMM_KERNEL
+  std::cout << "[   INFO   ] float products run fovea's AVX-512 kernel in this build\n";
+#else
+  std::cout << "[   INFO   ] no AVX-512 in this build: float products run Eigen's kernel, checked here instead\n";
+#endif
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (auto [m, n, k] : {std::array<Index, 3>{4, 16, 1}, {3, 16, 9}, {4, 15, 9}, {8, 48, 256}, {9, 49, 257},
+                             {193, 577, 513}, {200, 1250, 70}, {31, 95, 600}}) {
+        check_gemm<float>(ta, tb, m, n, k, 1.0f, 0.0f, 1);
+        check_gemm<float>(ta, tb, m, n, k, -0.75f, 1.0f, 2);
+        check_gemm<float>(ta, tb, m, n, k, 0.5f, 2.0f, 1);
+      }
+}
+
+// beta == 0 means C is not read, as in BLAS: NaN or garbage in C must not reach the result.
+TEST(Gemm, BetaZeroNeverReadsC) {
+  for (auto [m, n, k] : {std::array<Index, 3>{7, 5, 3}, {64, 100, 300}, {197, 48, 768}}) {
+    check_gemm<float>(false, true, m, n, k, 1.0f, 0.0f, 1, true);
+    check_gemm<float>(true, false, m, n, k, 1.0f, 0.0f, 2, true);
+    check_gemm<double>(false, false, m, n, k, 1.0, 0.0, 2, true);
+  }
 }

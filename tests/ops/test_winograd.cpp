@@ -152,9 +152,11 @@ TEST(Winograd, MatchesPyTorchDoubleOnEveryPlan) {
 
 // ResNet-sized layers with fan-in-scaled weights, through conv2d's own choice and plan (the Winograd path
 // on all of them); the truth is a naive long-double loop, equal to PyTorch's float64 conv. The error bound
-// of the float path, stated against the direct (im2col) path on the same layer: measured 2.7e-6 .. 3.0e-6
-// of the largest output, 4x .. 6x im2col's (5e-7 .. 7e-7); asserted within 1e-5 and 20x im2col's. (On the
-// 64 -> 64 layer at 56x56 with unit-normal inputs it measures 5.6e-6 against 6.7e-7.)
+// of the float path, stated against the direct (im2col) path on the same layer: measured 4.1e-6 .. 6.3e-6
+// of the largest output, 9x .. 23x im2col's (2.7e-7 .. 4.8e-7) with fovea's AVX-512 GEMM kernel, and
+// 2.7e-6 .. 3.0e-6, 4x .. 6x im2col's (5e-7 .. 7e-7) with Eigen's (the products' summation order moves
+// both); asserted within 1e-5 and 30x im2col's. (On the 64 -> 64 layer at 56x56 with unit-normal inputs
+// it measured 5.6e-6 against 6.7e-7 with Eigen's.)
 TEST(Winograd, ResNetSizedLayersMatchNaive) {
   Context two(2);
   struct Shape {
@@ -177,7 +179,7 @@ TEST(Winograd, ResNetSizedLayersMatchNaive) {
     detail::conv2d_run(s, x.data(), w.data(), b.data(), im2col.data(), false, nullptr, two, &direct);
     const double e_wino = relative_error(wino, truth), e_direct = relative_error(im2col, truth);
     EXPECT_LE(e_wino, 1e-5) << "c=" << sh.c << " h=" << sh.h;
-    EXPECT_LE(e_wino, 20 * e_direct) << "c=" << sh.c << " h=" << sh.h << " im2col " << e_direct;
+    EXPECT_LE(e_wino, 30 * e_direct) << "c=" << sh.c << " h=" << sh.h << " im2col " << e_direct;
     RecordProperty(detail::cat("error_c", sh.c, "_h", sh.h), detail::cat(e_wino, " (im2col ", e_direct, ")"));
   }
 }

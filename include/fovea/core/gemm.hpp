@@ -1,10 +1,13 @@
 #pragma once
 // The one matrix-product seam: every GEMM-shaped op (linear, conv, attention, losses) calls gemm(), so
-// the backend is one choice. Eigen's blocked kernel by default; a BLAS with -DFOVEA_USE_BLAS.
+// the backend is one choice: fovea's AVX-512 kernel for float where the build has AVX-512 (core/gemm_kernel.hpp),
+// Eigen's blocked kernel otherwise and for double; a BLAS with -DFOVEA_USE_BLAS.
 #include <algorithm>
+#include <type_traits>
 #include <Eigen/Core>
 
 #include "fovea/core/context.hpp"
+#include "fovea/core/gemm_kernel.hpp"
 
 #ifdef FOVEA_USE_BLAS
 extern "C" {
@@ -33,6 +36,13 @@ template <class T>
 void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
                  const T* b, Index ldb, T beta, T* c, Index ldc) {
   if (m <= 0 || n <= 0) return;
+#ifdef FOVEA_GEMM_KERNEL
+  // Skinny products (a matrix-vector product, a handful of rows) stay with Eigen, whose GEMV does not pad
+  // them to the kernel's 8 x 48 tile.
+  if constexpr (std::is_same_v<T, float>) {
+    if (k > 0 && m >= 4 && n >= 16) return sgemm_kernel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+#endif
   MatMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
   if (beta == T(0)) {
     C.setZero();
@@ -46,6 +56,15 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
   else if (!trans_a && trans_b) C.noalias() += alpha * A * B.transpose();
   else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * B;
   else C.noalias() += alpha * A.transpose() * B.transpose();
+}
+
+// Column width that products should be cut into: whole tiles of the kernel that will run them.
+template <class T>
+constexpr Index gemm_col_align() {
+#ifdef FOVEA_GEMM_KERNEL
+  if constexpr (std::is_same_v<T, float>) return kSgemmNR;
+#endif
+  return 16;
 }
 
 }  // namespace detail
@@ -79,7 +98,7 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   // Split the longer side of C into whole register-tile multiples so every panel stays efficient.
   const bool split_rows = m >= n;
   const Index len = split_rows ? m : n;
-  const Index align = 16;
+  const Index align = split_rows ? 16 : detail::gemm_col_align<T>();
   Index parts = std::min<Index>(threads, std::max<Index>(1, len / align));
   const Index per = ((len + parts - 1) / parts + align - 1) / align * align;
   parts = (len + per - 1) / per;

@@ -128,6 +128,10 @@ template <class T>
 void gemm_serial_stack(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
                        const T* b, Index ldb, T beta, T* c, Index ldc) {
   constexpr Index kPiece = 256, kDepth = Index(512 / sizeof(T));
+#ifdef FOVEA_GEMM_KERNEL
+  // fovea's float kernel packs into thread-reused buffers, not Eigen's stack-or-heap ones: no need to cut.
+  if constexpr (std::is_same_v<T, float>) return gemm_serial<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
   if (k <= 0) return gemm_serial<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   for (Index i0 = 0; i0 < m; i0 += kPiece)
     for (Index j0 = 0; j0 < n; j0 += kPiece)
@@ -146,22 +150,26 @@ void gemm_serial_stack(bool trans_a, bool trans_b, Index m, Index n, Index k, T 
 // all rows when M <= 256 (a ViT at batch 1), so each weight is read once. The transformer modules and
 // patch_embed run their projections through it.
 // How fused_linear (and patch_embed) cut an (M, N) output: at most 256 rows a tile, spanning all rows when
-// M <= 256 so that each weight is read once; 256 columns a tile (one stack-sized piece of
-// gemm_serial_stack), more when that gives a thread fewer than two tiles, and a tile count that is a
-// multiple of the thread count, so no thread idles at the end.
+// M <= 256 so that each weight is read once; about 256 columns a tile, more tiles when that gives a thread
+// fewer than two, and a tile count that is a multiple of the thread count, so no thread idles at the end.
+// Tiles are whole `align`-column panels (the GEMM kernel's tile width, gemm_col_align), spread as evenly as
+// the panels allow: cutting 3072 columns into tiles of 256 had fovea's 48-column kernel compute 288 for
+// every 256 (11% of a ViT's linear time).
 struct GemmTiles {
-  Index row_tiles, mt, col_tiles, nt;
+  Index row_tiles, mt, col_tiles, panels, align, N;
   Index count() const { return row_tiles * col_tiles; }
+  Index col_begin(Index c) const { return std::min(N, c * panels / col_tiles * align); }  // c in [0, col_tiles]
 };
-inline GemmTiles gemm_tiles(Index M, Index N, Index threads) {
+inline GemmTiles gemm_tiles(Index M, Index N, Index threads, Index align) {
   GemmTiles t;
   t.row_tiles = (M + 255) / 256;
   t.mt = (M + t.row_tiles - 1) / t.row_tiles;
+  t.align = align;
+  t.N = N;
+  t.panels = (N + align - 1) / align;
   Index cols = std::max((N + 255) / 256, (2 * threads + t.row_tiles - 1) / t.row_tiles);
   const Index total = (t.row_tiles * cols + threads - 1) / threads * threads;
-  cols = std::max<Index>(1, std::min((total + t.row_tiles - 1) / t.row_tiles, (N + 15) / 16));
-  t.nt = ((N + cols - 1) / cols + 15) / 16 * 16;
-  t.col_tiles = (N + t.nt - 1) / t.nt;
+  t.col_tiles = std::max<Index>(1, std::min((total + t.row_tiles - 1) / t.row_tiles, t.panels));
   return t;
 }
 
@@ -169,10 +177,10 @@ template <class T>
 void fused_linear(const T* x, Index ldx, Index M, Index K, const T* w, Index N, const T* bias, Activation act,
                   bool accumulate, T* out, Index ldo, const Context& ctx) {
   if (M <= 0 || N <= 0) return;
-  const GemmTiles tiles = gemm_tiles(M, N, ctx.num_threads());
+  const GemmTiles tiles = gemm_tiles(M, N, ctx.num_threads(), gemm_col_align<T>());
   ctx.parallel_for(tiles.count(), [&](Index t) {
-    const Index i0 = (t / tiles.col_tiles) * tiles.mt, j0 = (t % tiles.col_tiles) * tiles.nt;
-    const Index m = std::min(tiles.mt, M - i0), n = std::min(tiles.nt, N - j0);
+    const Index i0 = (t / tiles.col_tiles) * tiles.mt, j0 = tiles.col_begin(t % tiles.col_tiles);
+    const Index m = std::min(tiles.mt, M - i0), n = tiles.col_begin(t % tiles.col_tiles + 1) - j0;
     T* c = out + i0 * ldo + j0;
     gemm_serial_stack<T>(false, true, m, n, K, T(1), x + i0 * ldx, ldx, w + j0 * K, K, accumulate ? T(1) : T(0), c, ldo);
     for (Index r = 0; r < m; ++r) {

@@ -90,10 +90,10 @@ template <class T>
 void patch_embed_accumulate(const Tensor<T, 4>& images, const Tensor<T, 4>& weight, const PatchGrid& g, Index prefix,
                             T* tokens, const Context& ctx) {
   const Index L = g.L(), K = g.K(), D = weight.dimension(0), S = prefix + L, M = g.n * L;
-  const GemmTiles tiles = gemm_tiles(M, D, ctx.num_threads());
+  const GemmTiles tiles = gemm_tiles(M, D, ctx.num_threads(), gemm_col_align<T>());
   ctx.parallel_for(tiles.count(), [&](Index t) {
-    const Index i0 = (t / tiles.col_tiles) * tiles.mt, j0 = (t % tiles.col_tiles) * tiles.nt;
-    const Index m = std::min(tiles.mt, M - i0), n = std::min(tiles.nt, D - j0);
+    const Index i0 = (t / tiles.col_tiles) * tiles.mt, j0 = tiles.col_begin(t % tiles.col_tiles);
+    const Index m = std::min(tiles.mt, M - i0), n = tiles.col_begin(t % tiles.col_tiles + 1) - j0;
     thread_local std::vector<T> patches;
     if (patches.size() < std::size_t(m * K)) patches.resize(std::size_t(m * K));
     gather_patches(images.data(), g, i0, i0 + m, patches.data());
