@@ -49,7 +49,7 @@ TEST(Gemm, MatchesNaiveFloatAndDouble) {
 
 // Shapes around every block edge of the AVX-512 float kernel (core/gemm_kernel.hpp: tiles 8 x 48, depth
 // blocks of 256, column blocks of 576, row blocks of 192) and just past the sizes below which gemm_serial
-// leaves a product to Eigen (m < 4 or n < 16); every transpose, alpha and beta in {0, 1, other}.
+// leaves a product to Eigen (m < 4 or n < 16), and narrow outputs it computes transposed; every transpose, alpha and beta in {0, 1, other}.
 TEST(Gemm, FloatKernelBlockEdges) {
 #ifdef FOVEA_GEMM_KERNEL
   std::cout << "[   INFO   ] float products run fovea's AVX-512 kernel in this build\n";
@@ -59,7 +59,9 @@ TEST(Gemm, FloatKernelBlockEdges) {
   for (bool ta : {false, true})
     for (bool tb : {false, true})
       for (auto [m, n, k] : {std::array<Index, 3>{4, 16, 1}, {3, 16, 9}, {4, 15, 9}, {8, 48, 256}, {9, 49, 257},
-                             {193, 577, 513}, {200, 1250, 70}, {31, 95, 600}}) {
+                             {193, 577, 513}, {200, 1250, 70}, {31, 95, 600},
+                             // narrow outputs, which the kernel runs transposed
+                             {512, 49, 300}, {1024, 196, 64}, {100, 16, 33}, {37, 21, 5}}) {
         check_gemm<float>(ta, tb, m, n, k, 1.0f, 0.0f, 1);
         check_gemm<float>(ta, tb, m, n, k, -0.75f, 1.0f, 2);
         check_gemm<float>(ta, tb, m, n, k, 0.5f, 2.0f, 1);

@@ -141,8 +141,8 @@ inline void sgemm_tile(Index kc, const float* a, Index rs, Index ps, const float
   }
 }
 
-// C (m, n) = alpha * op(A) op(B) + beta * C, single-threaded; m, n, k >= 1. Same arguments as gemm_serial.
-inline void sgemm_kernel(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a,
+// C (m, n) = alpha * op(A) op(B) + beta * C, one orientation: tiles of 8 rows x 48 columns.
+inline void sgemm_blocked(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a,
                          Index lda, const float* b, Index ldb, float beta, float* c, Index ldc) {
   const Index kc_max = std::min(kSgemmKC, k);
   float* bbuf = sgemm_buffer<0>(std::size_t(kc_max * ((std::min(kSgemmNC, n) + kSgemmNR - 1) / kSgemmNR * kSgemmNR)));
@@ -176,6 +176,51 @@ inline void sgemm_kernel(bool trans_a, bool trans_b, Index m, Index n, Index k, 
       }
     }
   }
+}
+
+// C (m, n) = alpha * T^T + beta * C for T (n, m) with row stride ldt, 16 x 16 blocks through registers.
+inline void sgemm_store_transposed(const float* t, Index ldt, Index m, Index n, float alpha, float beta, float* c,
+                                   Index ldc) {
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (Index j0 = 0; j0 < n; j0 += 16) {
+    const Index nj = std::min<Index>(16, n - j0);
+    const __mmask16 mj = sgemm_mask(nj);
+    for (Index i0 = 0; i0 < m; i0 += 16) {
+      const Index ni = std::min<Index>(16, m - i0);
+      const __mmask16 mi = sgemm_mask(ni);
+      __m512 r[16];
+      for (Index q = 0; q < 16; ++q)
+        r[q] = q < nj ? _mm512_maskz_loadu_ps(mi, t + (j0 + q) * ldt + i0) : _mm512_setzero_ps();
+      sgemm_transpose16(r);
+      for (Index q = 0; q < ni; ++q) {
+        float* cr = c + (i0 + q) * ldc + j0;
+        __m512 v = _mm512_mul_ps(va, r[q]);
+        if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mj, cr), v);
+        _mm512_mask_storeu_ps(cr, mj, v);
+      }
+    }
+  }
+}
+
+// Fraction of a tiled m x n product that is padding: the 48-column tiles waste most on narrow outputs.
+inline double sgemm_padding(Index m, Index n) {
+  const Index pm = (m + kSgemmMR - 1) / kSgemmMR * kSgemmMR, pn = (n + kSgemmNR - 1) / kSgemmNR * kSgemmNR;
+  return double(pm) * double(pn) / (double(m) * double(n));
+}
+
+// C (m, n) = alpha * op(A) op(B) + beta * C, single-threaded; m, n, k >= 1. Same arguments as gemm_serial.
+// A narrow C (a 7 x 7 or 14 x 14 feature map's 49 or 196 columns, a Winograd product's few tiles) would
+// leave most of each 48-column tile empty; such products run transposed, C^T = op(B)^T op(A)^T, into a
+// buffer whose transpose is then stored: that pass costs m n moves against 2 m n k flops.
+inline void sgemm_kernel(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a,
+                         Index lda, const float* b, Index ldb, float beta, float* c, Index ldc) {
+  if (sgemm_padding(n, m) * 1.1 < sgemm_padding(m, n)) {
+    float* t = sgemm_buffer<2>(std::size_t(n * m));
+    sgemm_blocked(!trans_b, !trans_a, n, m, k, 1.f, b, ldb, a, lda, 0.f, t, m);
+    sgemm_store_transposed(t, m, m, n, alpha, beta, c, ldc);
+    return;
+  }
+  sgemm_blocked(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace detail

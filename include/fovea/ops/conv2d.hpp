@@ -691,12 +691,14 @@ inline Conv2dAlgorithm conv2d_algorithm(const Conv2dGeometry& s, bool cached, st
 #ifdef FOVEA_CONV2D_DIRECT
   // Strided convs with a real kernel (the stem, stride-2 3x3s) when most computed positions are outputs
   // and the weights are read few times: the direct kernel streams all of them once per chunk of 48
-  // positions, so they must stay in L2 or the chunks be few. Measured (one thread, batch 1 and 8): the
-  // stem 1.6x .. 1.7x faster than im2col, 64 -> 128 and 128 -> 128 3x3/2 at 56 1.1x .. 1.3x; with 1 MiB of
-  // weights or more, 5% .. 10% faster at 14x14 and 7x7 outputs of one image, but 5% .. 10% slower at batch 8.
+  // positions, so they must stay in L2. Measured against im2col on fovea's AVX-512 GEMM kernel
+  // (bench_conv2d BM_conv2d vs BM_conv2d_im2col, batch 1 and 8, 1 and 2 threads): the stem 1.3x .. 1.6x
+  // faster, 64 -> 128 at 56 within 10%; with 1 MiB of weights or more im2col is as fast or faster, up to
+  // 1.5x on 2 threads at batch 1 (256 -> 256 3x3/2 at 28: 1.07 ms against 1.63), where the direct kernel's
+  // few chunks split poorly. (With Eigen's slower GEMM the direct kernel also won those at batch 1.)
   const Index weight_bytes = s.O * s.K() * Index(elem);
   if (conv2d_direct_applies(s) && s.sh >= 2 && DirectLayout(s, 48).useful(s) >= 0.75 &&
-      (weight_bytes <= (Index(768) << 10) || s.N * s.OH * s.OW <= 256))
+      weight_bytes <= (Index(768) << 10))
     return Conv2dAlgorithm::direct;
 #endif
   return Conv2dAlgorithm::im2col;
