@@ -92,8 +92,15 @@ inline void sgemm_pack_b(bool trans, const float* b, Index ldb, Index p0, Index 
       const __mmask16 mp = sgemm_mask(depth);
       for (Index g = 0; g < kSgemmNR; g += 16) {
         __m512 r[16];
-        for (Index q = 0; q < 16; ++q)
-          r[q] = jr + g + q < nc ? _mm512_maskz_loadu_ps(mp, b + (j0 + jr + g + q) * ldb + p0 + pb) : _mm512_setzero_ps();
+        for (Index q = 0; q < 16; ++q) {
+          const float* src = b + (j0 + jr + g + q) * ldb + p0 + pb;
+          // 16 rows advance together one line at a time, more streams than the hardware prefetcher follows;
+          // weights that come from DRAM (a ViT's, at batch 1) packed 10-15% faster with 4 lines ahead.
+          // The address is formed as an integer: it may lie past the end of b, where a prefetch is harmless
+          // (it never faults) but pointer arithmetic would not be.
+          _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(src) + 256), _MM_HINT_T0);
+          r[q] = jr + g + q < nc ? _mm512_maskz_loadu_ps(mp, src) : _mm512_setzero_ps();
+        }
         sgemm_transpose16(r);
         for (Index q = 0; q < depth; ++q) _mm512_store_ps(dst + (pb + q) * kSgemmNR + g, r[q]);
       }
