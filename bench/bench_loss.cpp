@@ -86,7 +86,7 @@ void BM_loss(benchmark::State& st) {
   st.counters["beyond_grads_mib"] = mem.growth_mib() - grads_mib;
 }
 
-// The yardstick: Eigen's SGEMM through fovea::gemm on the loss's own product shape, (B, D) x (D, B), threaded.
+// The yardstick: fovea::gemm's SGEMM (the kernel the loss runs) on the loss's own product shape, (B, D) x (D, B), threaded.
 void BM_sgemm_rate(benchmark::State& st) {
   const Index n = st.range(0), k = st.range(1);
   Context ctx(int(st.range(2)));

@@ -111,7 +111,7 @@ def run_torch(kind, batch, dim, threads, repeat, save_dir=None):
 
 
 def run_fovea(tool, kind, batch, dim, threads, repeat):
-    """fovea-loss bench; --sgemm adds Eigen's SGEMM rate on the same product shape, taken around the run."""
+    """fovea-loss bench; --sgemm adds fovea::gemm's SGEMM rate on the same product shape, taken around the run."""
     return run_json([tool, "bench", "--kind", kind, "--batch", str(batch), "--dim", str(dim), "--threads",
                      str(threads), "--repeat", str(repeat), "--sgemm", "--json"])
 
@@ -167,7 +167,7 @@ def results_markdown(rows, meta):
         f"Load average {meta['load_before']} before and {meta['load_after']} after: the machine was shared, so "
         "read the times as measured under that load.",
         "",
-        "SGEMM: Eigen's rate through fovea::gemm on the loss's own product shape (min(B, 4096) x D x min(B, 4096)), "
+        "SGEMM: the rate of fovea::gemm, the kernel the loss's products run, on the loss's own product shape (min(B, 4096) x D x min(B, 4096)), "
         "same threads, measured by `fovea-loss bench --sgemm` just before and just after each run and averaged, so "
         "that the ratio compares like with like on a shared machine.",
         "",

@@ -8,7 +8,7 @@
 //   fovea-loss bench --kind clip|siglip --batch B --dim D [--threads N] [--tile T] [--repeat R] [--sgemm] [--json]
 //     Times forward + backward on random float32 unit vectors and prints the best of R runs' seconds, GFLOP/s
 //     (2 B^2 D per B x B x D product: 4 for CLIP, 3 for SigLIP) and the peak resident memory, also net of the
-//     inputs and the gradients. --sgemm also measures Eigen's SGEMM rate on the same product shape and threads,
+//     inputs and the gradients. --sgemm also measures fovea::gemm's SGEMM rate on the same product shape and threads,
 //     just before and after, for the ratio.
 #include <chrono>
 #include <cstdio>
@@ -160,8 +160,8 @@ Tensor<float, 2> unit_rows(Index B, Index D, unsigned seed, const Context& ctx) 
   return x;
 }
 
-// Eigen's SGEMM rate through fovea::gemm on the loss's own product shape, (n, D) x (D, n) with n = min(B, 4096),
-// on the same threads: the yardstick for the loss's GFLOP/s. Best of 3.
+// The SGEMM rate of fovea::gemm (the kernel the loss's products run) on the loss's own product shape,
+// (n, D) x (D, n) with n = min(B, 4096), on the same threads: the yardstick for the loss's GFLOP/s. Best of 3.
 double sgemm_gflops(const Tensor<float, 2>& image, const Tensor<float, 2>& text, const Context& ctx) {
   const Index n = std::min<Index>(image.dimension(0), 4096), D = image.dimension(1);
   std::vector<float> c(n * n);
