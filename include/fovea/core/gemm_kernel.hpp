@@ -28,7 +28,7 @@ namespace detail {
 
 constexpr Index kSgemmMR = 8;    // rows of C per tile: values of A broadcast per step
 constexpr Index kSgemmNR = 48;   // columns of C per tile: 3 packets of B per step
-constexpr Index kSgemmKC = 256;  // depth of a block
+constexpr Index kSgemmKC = 256;  // largest depth of a block (the depth is cut into equal blocks up to this)
 constexpr Index kSgemmNC = 576;  // columns of a B block: 12 micro-panels, 576 KiB at kc = 256 (in L2)
 
 // Thread-reused packing buffers (as winograd_scratch): one per thread and operand, grown, never shrunk.
@@ -151,13 +151,15 @@ inline void sgemm_tile(Index kc, const float* a, Index rs, Index ps, const float
 // C (m, n) = alpha * op(A) op(B) + beta * C, one orientation: tiles of 8 rows x 48 columns.
 inline void sgemm_blocked(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a,
                          Index lda, const float* b, Index ldb, float beta, float* c, Index ldc) {
-  const Index kc_max = std::min(kSgemmKC, k);
+  // Equal depth blocks: 576 = 3 x 192 rather than 256 + 256 + 64, whose short block pays a whole pass of
+  // loads and stores of C for a quarter of the work.
+  const Index kc_max = (k + (k + kSgemmKC - 1) / kSgemmKC - 1) / ((k + kSgemmKC - 1) / kSgemmKC);
   float* bbuf = sgemm_buffer<0>(std::size_t(kc_max * ((std::min(kSgemmNC, n) + kSgemmNR - 1) / kSgemmNR * kSgemmNR)));
   float* edge = sgemm_buffer<1>(std::size_t(kc_max * kSgemmMR));
   for (Index jc = 0; jc < n; jc += kSgemmNC) {
     const Index nc = std::min(kSgemmNC, n - jc);
-    for (Index pc = 0; pc < k; pc += kSgemmKC) {
-      const Index kc = std::min(kSgemmKC, k - pc);
+    for (Index pc = 0; pc < k; pc += kc_max) {
+      const Index kc = std::min(kc_max, k - pc);
       sgemm_pack_b(trans_b, b, ldb, pc, kc, jc, nc, bbuf);
       const float beta_block = pc == 0 ? beta : 1.f;  // later depth blocks add onto the first one's result
       for (Index ir = 0; ir < m; ir += kSgemmMR) {

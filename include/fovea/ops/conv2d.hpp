@@ -556,7 +556,11 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
   const bool direct = s.kH == 1 && s.kW == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
   const Conv2dPlan plan = forced ? *forced : conv2d_plan(s, sizeof(T), ctx.num_threads());
   const bool multi = plan.images_per_tile > 1;
-  const Index tile = (P + plan.tiles_per_image - 1) / plan.tiles_per_image;
+  // Tiles of whole GEMM-kernel panels (48 columns with fovea's float kernel) when that leaves no tile
+  // empty: 784 positions in 3 tiles of 288, 288, 208 rather than 262 each, which the kernel ran as 288.
+  Index tile = (P + plan.tiles_per_image - 1) / plan.tiles_per_image;
+  const Index aligned = (tile + gemm_col_align<T>() - 1) / gemm_col_align<T>() * gemm_col_align<T>();
+  if ((plan.tiles_per_image - 1) * aligned < P) tile = aligned;
   const Index tiles = multi ? (s.N + plan.images_per_tile - 1) / plan.images_per_tile : s.N * plan.tiles_per_image;
   const Index items = tiles * s.G, rb = plan.row_blocks;
   const Index rows_per_block = (Og + rb - 1) / rb;
