@@ -34,7 +34,7 @@ BENCHMARK(BM_sgemm)
 // packet FMAs, enough to cover the FMA latency on both pipes, with no memory traffic.
 static void BM_fma_peak(benchmark::State& st) {
   using Packet = Eigen::internal::packet_traits<float>::type;
-  constexpr int kChains = 16, kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+  constexpr int kChains = 16, kPacket = Eigen::internal::packet_traits<float>::size;
   constexpr long kSteps = 1 << 20;
   const int threads = int(st.range(0));
   Context ctx(threads);

@@ -47,9 +47,10 @@ TEST(Gemm, MatchesNaiveFloatAndDouble) {
         }
 }
 
-// Shapes around every block edge of the AVX-512 float kernel (core/gemm_kernel.hpp: tiles 8 x 48, depth
-// blocks of 256, column blocks of 576, row blocks of 192) and just past the sizes below which gemm_serial
-// leaves a product to Eigen (m < 4 or n < 16), and narrow outputs it computes transposed; every transpose, alpha and beta in {0, 1, other}.
+// Shapes around every block edge of the AVX-512 float kernel (core/gemm_kernel.hpp: tiles 8 x 48, equal
+// depth blocks of at most 256, column blocks of 576), just past the sizes below which gemm_serial leaves a
+// product to Eigen (m < 4 or n < 16), and narrow outputs the kernel computes transposed; every transpose,
+// alpha and beta in {0, 1, other}.
 TEST(Gemm, FloatKernelBlockEdges) {
 #ifdef FOVEA_GEMM_KERNEL
   std::cout << "[   INFO   ] float products run fovea's AVX-512 kernel in this build\n";

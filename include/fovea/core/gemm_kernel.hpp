@@ -4,7 +4,7 @@
 // Why not Eigen's: Eigen 3.4's float kernel on AVX-512 is a 48 x 4 tile whose three lhs packets GCC folds
 // into the FMAs as memory operands, so each step issues 16 loads for 12 FMAs and the load ports, not the
 // FMA pipes, set the pace. On this project's machine (AMD Zen 5: two full-width 512-bit FMA pipes per core,
-// measured peak 418-432 GFLOP/s on 2 cores by bench_gemm's BM_fma_peak) Eigen's SGEMM reached 55-58% of
+// measured peak 381-434 GFLOP/s on 2 cores, varying with the VM's clock, by bench_gemm's BM_fma_peak) Eigen's SGEMM reached 55-58% of
 // that peak. This kernel holds an 8 x 48 tile of C in 24 registers; a step loads 3 packets of B and
 // broadcasts 8 values of A, 11 loads for 24 FMAs, so the FMA pipes are the limit.
 //
@@ -15,8 +15,8 @@
 // zero-padded copies and stored through AVX-512 masks, so any m, n, k and leading dimension work.
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
+#include "fovea/core/scratch.hpp"
 #include "fovea/core/tensor.hpp"
 
 #if defined(__AVX512F__) && !defined(FOVEA_NO_GEMM_KERNEL)
@@ -31,14 +31,12 @@ constexpr Index kSgemmNR = 48;   // columns of C per tile: 3 packets of B per st
 constexpr Index kSgemmKC = 256;  // largest depth of a block (the depth is cut into equal blocks up to this)
 constexpr Index kSgemmNC = 576;  // columns of a B block: 12 micro-panels, 576 KiB at kc = 256 (in L2)
 
-// Thread-reused packing buffers (as winograd_scratch): one per thread and operand, grown, never shrunk.
+// The kernel's thread-reused buffers (core/scratch.hpp; 64-byte aligned, so a packed packet is one line):
+// slot 0 the packed B block, 1 an edge tile's copy of A, 2 a transposed product.
+struct SgemmScratch;
 template <int Slot>
 float* sgemm_buffer(std::size_t n) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < n + 16) buf.resize(n + 16);
-  // 64-byte aligned start, so every packed packet sits in one cache line.
-  const auto p = reinterpret_cast<std::uintptr_t>(buf.data());
-  return buf.data() + ((64 - p % 64) % 64) / sizeof(float);
+  return thread_scratch<float, SgemmScratch, Slot>(n);
 }
 
 // Mask of the first `count` lanes of a 16-float packet (count clamped to [0, 16]).

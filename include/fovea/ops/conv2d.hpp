@@ -27,6 +27,7 @@
 #include "fovea/core/context.hpp"
 #include "fovea/core/error.hpp"
 #include "fovea/core/gemm.hpp"
+#include "fovea/core/scratch.hpp"
 #include "fovea/core/tensor.hpp"
 #include "fovea/ops/winograd.hpp"
 
@@ -233,15 +234,13 @@ void conv_relu(T* c, Index ldc, Index rows, Index cols) {
   }
 }
 
-// Thread-reused scratch: grows to the largest tile this thread has seen and is never shrunk, so the
-// steady state allocates (and page-faults) nothing. One per thread and purpose; on ResNet shapes a
+// conv2d's thread-reused scratch (core/scratch.hpp), one per thread and purpose; on ResNet shapes a
 // thread keeps at most about 8 MiB in float (4608 x 245 patches of a 512-channel 3x3 conv on 7x7
 // images, plus the 2048 x 343 product block of a batched 1x1).
+struct ConvScratch;
 template <class T, int Slot>
 T* conv_scratch(std::size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  return thread_scratch<T, ConvScratch, Slot>(n);
 }
 
 // Depthwise and channel-multiplier convs (C/groups == 1): output planes (n, c * m + j), j < m, read only

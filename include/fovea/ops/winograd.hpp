@@ -18,9 +18,9 @@
 //
 // Accuracy: the transforms multiply by up to 8 (A) and divide by 24 (G), so float rounding is several times
 // that of a direct sum: against PyTorch's float64 conv (tests/ops/test_winograd.cpp) the largest error is
-// 2e-6 .. 6.3e-6 of the largest output, 4x .. 23x im2col's (the ratio depends on the GEMM kernel), inside conv2d's float tolerance of 1e-5; in
-// double it matches to ~1e-14. Non-finite inputs spread to the whole 4x4 output tile(s) whose input tile holds them,
-// not only to the 3x3 neighbourhood.
+// 2e-6 .. 6.3e-6 of the largest output, 4x .. 23x im2col's (the ratio depends on the GEMM kernel), inside
+// conv2d's float tolerance of 1e-5; in double it matches to ~1e-14. Non-finite inputs spread to the whole
+// 4x4 output tile(s) whose input tile holds them, not only to the 3x3 neighbourhood.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -29,6 +29,7 @@
 
 #include "fovea/core/context.hpp"
 #include "fovea/core/gemm.hpp"
+#include "fovea/core/scratch.hpp"
 #include "fovea/core/tensor.hpp"
 
 namespace fovea {
@@ -48,12 +49,11 @@ struct WinogradPlan {
   Index o_blocks = 1;  // > 1: output channels of a block split into that many parts
 };
 
-// Thread-reused scratch, as conv_scratch in conv2d.hpp: grows, never shrinks, one per thread and purpose.
+// Winograd's thread-reused scratch (core/scratch.hpp), one per thread and purpose.
+struct WinogradScratch;
 template <class T, int Slot>
 T* winograd_scratch(std::size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  return thread_scratch<T, WinogradScratch, Slot>(n);
 }
 
 // Leading dimension for n values whose 36 rows are walked together: an odd number of 64-byte lines, so
