@@ -187,6 +187,55 @@ TEST(Conv2d, EveryPlanMatchesPyTorch) {
   }
 }
 
+// The float GEMM path (fovea's kernel gathers the patches into its panels) under every plan: float, since
+// that path is float only, so the tolerance is MatchesPyTorchFloat's.
+TEST(Conv2d, EveryPlanMatchesPyTorchFloat) {
+  Context two(2), three(3);
+  for (const Case& c : cases()) {
+    const auto l = load<float>(c);
+    for (const auto& p : plans())
+      for (const Context* ctx : {&two, &three})
+        EXPECT_TRUE(test::all_close(run_plan(c, l, p, *ctx), l.expected, 1e-5, 0))
+            << c.name << " " << plan_str(p) << " threads=" << ctx->num_threads();
+  }
+}
+
+#ifdef FOVEA_GEMM_KERNEL
+// conv_gather_patches against conv_im2col, value for value: strides 1, 2 and 3, dilation, padding, several
+// images per tile, rows that start and end mid-channel, 700 columns (more than one 576-column pass), and
+// both layouts gemm_serial_gathered asks for (a plain block; 48-column panels `panel` apart).
+TEST(Conv2d, GatherIntoPanelsMatchesIm2col) {
+  struct Shape {
+    Index n, c, h, w, k, stride, pad, dil;
+  };
+  for (const Shape& sh : {Shape{3, 4, 9, 11, 3, 1, 1, 1}, Shape{2, 5, 30, 29, 3, 2, 1, 1},
+                          Shape{2, 3, 31, 28, 5, 3, 2, 2}, Shape{4, 2, 14, 14, 1, 2, 0, 1},
+                          Shape{1, 3, 60, 50, 7, 2, 3, 1}}) {
+    const auto x = random_tensor<float>(sh.n, sh.c, sh.h, sh.w, 141);
+    const auto opt = Conv2dOptions().stride(sh.stride).padding(sh.pad).dilation(sh.dil);
+    const auto s = detail::conv2d_check({sh.n, sh.c, sh.h, sh.w}, {7, sh.c, sh.k, sh.k}, -1, opt);
+    const Index K = s.K(), P = s.P(), cols = sh.n * P, HW = sh.h * sh.w;
+    std::vector<float> truth(std::size_t(K * cols));  // column j: image j / P, position j % P
+    for (Index n = 0; n < sh.n; ++n)
+      detail::conv_im2col(s, x.data() + n * sh.c * HW, 0, P, 0, K, truth.data() + n * P, cols);
+    const detail::PaddedInput padded = detail::conv_pad_input(s, x.data(), Context(2));
+    const Index k0 = K / 3, k1 = K - 1, j0 = std::min<Index>(5, cols - 1), j1 = std::min<Index>(cols, 705);
+    const Index kc = k1 - k0, groups = (j1 - j0 + 47) / 48;
+    for (const Index panel : {Index(48), 48 * kc}) {
+      const Index ld = panel == 48 ? j1 - j0 : 48;
+      std::vector<float> got(std::size_t(groups * 48 * kc + ld * kc), -1e30f);
+      detail::conv_gather_patches(s, padded, padded.data, 0, P, k0, k1, j0, j1, got.data(), ld, panel);
+      Index bad = 0;
+      for (Index k = k0; k < k1; ++k)
+        for (Index j = j0; j < j1; ++j)
+          bad += got[std::size_t((k - k0) * ld + (j - j0) / 48 * panel + (j - j0) % 48)] !=
+                 truth[std::size_t(k * cols + j)];
+      EXPECT_EQ(bad, 0) << "k=" << sh.k << " stride=" << sh.stride << " panel=" << panel;
+    }
+  }
+}
+#endif
+
 // The direct kernel (conv2d's choice for strided stems) on every reference case it can run: groups 1,
 // dilation 1, equal strides, kernels from 2 to 64 taps. Tolerances as above: it sums the same K products
 // in float (in another order).
@@ -255,7 +304,8 @@ TEST(Conv2d, DirectFusesBiasResidualRelu) {
   }
 }
 
-// Which convs conv2d runs directly: strided stems and stride-2 3x3 convs whose weights are small.
+// Which convs conv2d runs directly: strided stems and stride-2 3x3 convs whose weights are small, unless
+// fovea's float GEMM kernel is built in, which gathers their patches into its panels faster.
 TEST(Conv2d, ChoosesDirectForSmallStridedConvs) {
   using A = detail::Conv2dAlgorithm;
   auto algo = [](Index n, Index c, Index h, Index o, Index k, Index stride, Index pad, std::size_t elem) {
@@ -267,10 +317,16 @@ TEST(Conv2d, ChoosesDirectForSmallStridedConvs) {
 #else
   const A direct = A::im2col;
 #endif
-  EXPECT_EQ(algo(1, 3, 224, 64, 7, 2, 3, 4), direct);     // ResNet stem
+#ifdef FOVEA_GEMM_KERNEL
+  const A direct_float = A::im2col;
+#else
+  const A direct_float = direct;
+#endif
+  EXPECT_EQ(algo(1, 3, 224, 64, 7, 2, 3, 4), direct_float);     // ResNet stem
   EXPECT_EQ(algo(8, 3, 224, 64, 7, 2, 3, 8), direct);
-  EXPECT_EQ(algo(1, 64, 56, 128, 3, 2, 1, 4), direct);    // resnet18 layer2.0.conv1
-  EXPECT_EQ(algo(1, 128, 56, 128, 3, 2, 1, 4), direct);   // resnet50 layer2.0.conv2
+  EXPECT_EQ(algo(1, 64, 56, 128, 3, 2, 1, 4), direct_float);    // resnet18 layer2.0.conv1
+  EXPECT_EQ(algo(1, 64, 56, 128, 3, 2, 1, 8), direct);
+  EXPECT_EQ(algo(1, 128, 56, 128, 3, 2, 1, 4), direct_float);   // resnet50 layer2.0.conv2
   EXPECT_EQ(algo(1, 128, 56, 128, 3, 2, 1, 8), A::im2col);  // 1.2 MB of double weights, 784 positions
   EXPECT_EQ(algo(1, 128, 28, 256, 3, 2, 1, 4), A::im2col);  // 1.2 MB of weights, even at 196 positions
   EXPECT_EQ(algo(8, 128, 28, 256, 3, 2, 1, 4), A::im2col);

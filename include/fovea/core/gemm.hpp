@@ -8,6 +8,7 @@
 
 #include "fovea/core/context.hpp"
 #include "fovea/core/gemm_kernel.hpp"
+#include "fovea/core/scratch.hpp"
 
 #ifdef FOVEA_USE_BLAS
 extern "C" {
@@ -56,6 +57,31 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
   else if (!trans_a && trans_b) C.noalias() += alpha * A * B.transpose();
   else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * B;
   else C.noalias() += alpha * A.transpose() * B.transpose();
+}
+
+// gemm_serial(false, false, ...) for a B (k, n) that is produced, not stored. gather(k0, k1, j0, j1, dst,
+// ld, panel) writes B(p, j) for p in [k0, k1), j in [j0, j1) to
+//   dst[(p - k0) * ld + ((j - j0) / kGatherPanel) * panel + (j - j0) % kGatherPanel],
+// i.e. in groups of 48 columns `panel` apart (panel == 48: a plain row-major block). fovea's float kernel
+// gathers a depth block straight into its packed micro-panels (a conv's patches, which as a matrix would
+// be written once and read back once more to be packed); other paths gather B whole into a thread-reused
+// buffer and run gemm_serial.
+constexpr Index kGatherPanel = 48;
+struct GatheredScratch;
+template <class T, class Gather>
+void gemm_serial_gathered(Index m, Index n, Index k, T alpha, const T* a, Index lda, const Gather& gather, T beta,
+                          T* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+#ifdef FOVEA_GEMM_KERNEL
+  static_assert(kGatherPanel == kSgemmNR, "gathers fill the kernel's micro-panels");
+  if constexpr (std::is_same_v<T, float>) {
+    if (k > 0 && m >= 4 && n >= 16 && !sgemm_runs_transposed(m, n))
+      return sgemm_gathered(m, n, k, alpha, a, lda, gather, beta, c, ldc);
+  }
+#endif
+  T* b = thread_scratch<T, GatheredScratch, 0>(std::size_t(std::max<Index>(k, 0) * n));
+  if (k > 0) gather(0, k, 0, n, b, n, kGatherPanel);
+  gemm_serial<T>(false, false, m, n, k, alpha, a, lda, b, n, beta, c, ldc);
 }
 
 // Column width that products should be cut into: whole tiles of the kernel that will run them.

@@ -146,9 +146,12 @@ inline void sgemm_tile(Index kc, const float* a, Index rs, Index ps, const float
   }
 }
 
-// C (m, n) = alpha * op(A) op(B) + beta * C, one orientation: tiles of 8 rows x 48 columns.
-inline void sgemm_blocked(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a,
-                         Index lda, const float* b, Index ldb, float beta, float* c, Index ldc) {
+// C (m, n) = alpha * op(A) op(B) + beta * C, one orientation: tiles of 8 rows x 48 columns. op(B) is
+// reached only through pack_b(p0, kc, j0, nc, dst), which writes its depth [p0, p0 + kc) x columns
+// [j0, j0 + nc) as sgemm_pack_b does; a conv gathers its patches there, so they are never stored whole.
+template <class PackB>
+void sgemm_blocked(const PackB& pack_b, bool trans_a, Index m, Index n, Index k, float alpha, const float* a,
+                   Index lda, float beta, float* c, Index ldc) {
   // Equal depth blocks: 576 = 3 x 192 rather than 256 + 256 + 64, whose short block pays a whole pass of
   // loads and stores of C for a quarter of the work.
   const Index kc_max = (k + (k + kSgemmKC - 1) / kSgemmKC - 1) / ((k + kSgemmKC - 1) / kSgemmKC);
@@ -158,7 +161,7 @@ inline void sgemm_blocked(bool trans_a, bool trans_b, Index m, Index n, Index k,
     const Index nc = std::min(kSgemmNC, n - jc);
     for (Index pc = 0; pc < k; pc += kc_max) {
       const Index kc = std::min(kc_max, k - pc);
-      sgemm_pack_b(trans_b, b, ldb, pc, kc, jc, nc, bbuf);
+      pack_b(pc, kc, jc, nc, bbuf);
       const float beta_block = pc == 0 ? beta : 1.f;  // later depth blocks add onto the first one's result
       for (Index ir = 0; ir < m; ir += kSgemmMR) {
         const Index mr = std::min(kSgemmMR, m - ir);
@@ -219,15 +222,39 @@ inline double sgemm_padding(Index m, Index n) {
 // A narrow C (a 7 x 7 or 14 x 14 feature map's 49 or 196 columns, a Winograd product's few tiles) would
 // leave most of each 48-column tile empty; such products run transposed, C^T = op(B)^T op(A)^T, into a
 // buffer whose transpose is then stored: that pass costs m n moves against 2 m n k flops.
+inline bool sgemm_runs_transposed(Index m, Index n) { return sgemm_padding(n, m) * 1.1 < sgemm_padding(m, n); }
+
 inline void sgemm_kernel(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a,
                          Index lda, const float* b, Index ldb, float beta, float* c, Index ldc) {
-  if (sgemm_padding(n, m) * 1.1 < sgemm_padding(m, n)) {
+  if (sgemm_runs_transposed(m, n)) {
     float* t = sgemm_buffer<2>(std::size_t(n * m));
-    sgemm_blocked(!trans_b, !trans_a, n, m, k, 1.f, b, ldb, a, lda, 0.f, t, m);
+    auto pack_a = [&](Index p0, Index kc, Index j0, Index nc, float* dst) {
+      sgemm_pack_b(!trans_a, a, lda, p0, kc, j0, nc, dst);
+    };
+    sgemm_blocked(pack_a, !trans_b, n, m, k, 1.f, b, ldb, 0.f, t, m);
     sgemm_store_transposed(t, m, m, n, alpha, beta, c, ldc);
     return;
   }
-  sgemm_blocked(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  auto pack_b = [&](Index p0, Index kc, Index j0, Index nc, float* dst) {
+    sgemm_pack_b(trans_b, b, ldb, p0, kc, j0, nc, dst);
+  };
+  sgemm_blocked(pack_b, trans_a, m, n, k, alpha, a, lda, beta, c, ldc);
+}
+
+// C (m, n) = alpha * A (m, k) B + beta * C, A row-major, where B (k, n) exists only as a gather (see
+// gemm_serial_gathered): each depth block's micro-panels are gathered in place (ld 48, panel 48 * kc), the
+// columns of the last past n zeroed. The caller checks !sgemm_runs_transposed.
+template <class Gather>
+void sgemm_gathered(Index m, Index n, Index k, float alpha, const float* a, Index lda, const Gather& gather,
+                    float beta, float* c, Index ldc) {
+  auto pack = [&](Index p0, Index kc, Index j0, Index nc, float* dst) {
+    gather(p0, p0 + kc, j0, j0 + nc, dst, kSgemmNR, kSgemmNR * kc);
+    if (const Index cols = nc % kSgemmNR) {
+      float* last = dst + (nc / kSgemmNR) * kSgemmNR * kc;
+      for (Index p = 0; p < kc; ++p) std::fill(last + p * kSgemmNR + cols, last + (p + 1) * kSgemmNR, 0.f);
+    }
+  };
+  sgemm_blocked(pack, false, m, n, k, alpha, a, lda, beta, c, ldc);
 }
 
 }  // namespace detail

@@ -4,8 +4,11 @@
 // How it runs. Output positions of the whole batch form the columns of one product per group,
 // out[n, o, p] = sum_k weight[o, k] * patch[k, (n, p)], K = C/groups * kH * kW. Columns are cut into tiles
 // small enough that a tile's patch matrix (K x tile, "im2col") stays in the core's L2; each tile is one
-// work item: gather the patches, gemm_serial (weight x patches) straight into the NCHW output, then the
-// epilogue (bias, residual, ReLU) while the tile is still in cache. Items are spread over the Context.
+// work item: the product weight x patches straight into the NCHW output, then the epilogue (bias,
+// residual, ReLU) while the tile is still in cache. Items are spread over the Context. In float with
+// fovea's GEMM kernel the patches are never stored: each depth block is gathered from a zero-padded copy
+// of the input straight into the kernel's packed panels (conv_gather_patches, gemm_serial_gathered);
+// otherwise im2col writes the tile's patch matrix and gemm_serial reads it.
 //   - 1x1, stride 1, padding 0: the input already is the patch matrix, nothing is gathered.
 //   - Small images (7x7, 14x14 in late ResNet stages) put several images in one tile so the product stays
 //     wide; when there are fewer tiles than threads, the output channels are split as well.
@@ -14,8 +17,9 @@
 //   - 3x3 stride-1 convs with enough channels and output tiles run Winograd F(4x4, 3x3) (ops/winograd.hpp):
 //     36 products per 4x4 output tile instead of 144, as 36 GEMMs (O x C) x tiles. Modules keep the
 //     transformed weights; the functional conv2d transforms them per call, so it asks for more tiles.
-//   - Strided convs with small weights (the 7x7/2 stem, stride-2 3x3s) run a direct kernel (conv2d_direct):
-//     no gather and no packing, 8 output channels x 48 positions accumulated in registers.
+//   - Without that kernel (double, no AVX-512), strided convs with small weights (the 7x7/2 stem, stride-2
+//     3x3s) run a direct kernel (conv2d_direct): no gather and no packing, 8 output channels x 48
+//     positions accumulated in registers.
 // Bias is not added afterwards: the output tile is first filled with bias (+ residual) and the product
 // is accumulated onto it (beta = 1), which saves the pass that zeroes C.
 #include <algorithm>
@@ -163,7 +167,7 @@ void conv_zero_columns(T* row, Index p0, Index pa, Index pb, Index OW, Index j0,
 }
 
 // src (Cg, H, W) of one image and group -> rows [k0, k1) of the patch matrix for output positions
-// [p0, p1), written to col + k * ldc (column 0 = position p0). Padding reads as zero.
+// [p0, p1), row k written to col + (k - k0) * ldc (column 0 = position p0). Padding reads as zero.
 template <class T>
 void conv_im2col(const Conv2dGeometry& s, const T* src, Index p0, Index p1, Index k0, Index k1, T* col,
                  Index ldc) {
@@ -175,7 +179,7 @@ void conv_im2col(const Conv2dGeometry& s, const T* src, Index p0, Index p1, Inde
   for (Index k = k0; k < k1; ++k) {
     const Index c = k / khw, kh = (k % khw) / s.kW, kw = k % s.kW;
     const T* plane = src + c * HW;
-    T* row = col + k * ldc;  // row[p - p0] is position p
+    T* row = col + (k - k0) * ldc;  // row[p - p0] is position p
     const Index off_x = kw * s.dw - s.pw, off_y = kh * s.dh - s.ph;
     Index lo, hi, ya, yb;  // output columns / rows whose tap is inside the input
     conv_valid_range(off_x, s.sw, s.W, s.OW, lo, hi);
@@ -200,6 +204,10 @@ void conv_im2col(const Conv2dGeometry& s, const T* src, Index p0, Index p1, Inde
         T* d = row + (a - p0);
         if (s.sw == 1) {
           std::copy(tap, tap + (b - a), d);
+        } else if (s.sw == 2) {
+          // A constant stride lets the compiler vectorize the gather (two loads and a permute per packet);
+          // with the stride a variable it is one scalar load per value, a third of a stride-2 conv's time.
+          for (Index j = 0; j < b - a; ++j) d[j] = tap[2 * j];
         } else {
           for (Index j = 0; j < b - a; ++j) d[j] = tap[j * s.sw];
         }
@@ -234,9 +242,10 @@ void conv_relu(T* c, Index ldc, Index rows, Index cols) {
   }
 }
 
-// conv2d's thread-reused scratch (core/scratch.hpp), one per thread and purpose; on ResNet shapes a
-// thread keeps at most about 8 MiB in float (4608 x 245 patches of a 512-channel 3x3 conv on 7x7
-// images, plus the 2048 x 343 product block of a batched 1x1).
+// conv2d's thread-reused scratch (core/scratch.hpp), one per thread and purpose: a product block of whole
+// small images (2048 x 343 for a batched 1x1 on 7x7), the patches of tiles shared by several threads,
+// the padded input, the direct kernel's and depthwise's copies. (im2col's per-tile patches, 4608 x 245
+// at most on ResNet shapes, are gemm_serial_gathered's.)
 struct ConvScratch;
 template <class T, int Slot>
 T* conv_scratch(std::size_t n) {
@@ -507,6 +516,116 @@ void conv2d_direct(const Conv2dGeometry& s, const T* in, const T* weight, const 
 }
 #endif
 
+#ifdef FOVEA_GEMM_KERNEL
+// A zero-padded copy of the input for conv_gather_patches, or the input itself when there is no padding.
+struct PaddedInput {
+  const float* data;
+  Index Hp, Wp;  // padded plane
+};
+
+// Whether conv_gather_patches can address this conv's padded input with 32-bit offsets.
+inline bool conv_gather_applies(const Conv2dGeometry& s) {
+  return double(s.N) * double(s.C) * double(s.H + 2 * s.ph) * double(s.W + 2 * s.pw) < 2147483647.0;
+}
+
+inline PaddedInput conv_pad_input(const Conv2dGeometry& s, const float* in, const Context& ctx) {
+  if (s.ph == 0 && s.pw == 0) return {in, s.H, s.W};
+  const Index Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, planes = s.N * s.C;
+  float* pad = conv_scratch<float, 7>(std::size_t(planes * Hp * Wp));
+  ctx.parallel_range(planes, std::max<Index>(1, (Index(1) << 14) / (Hp * Wp)), [&](Index q0, Index q1) {
+    for (Index q = q0; q < q1; ++q) {
+      float* d = pad + q * Hp * Wp;
+      const float* src = in + q * s.H * s.W;
+      std::fill(d, d + s.ph * Wp, 0.f);
+      for (Index y = 0; y < s.H; ++y) {
+        float* row = d + (y + s.ph) * Wp;
+        std::fill(row, row + s.pw, 0.f);
+        std::copy_n(src + y * s.W, s.W, row + s.pw);
+        std::fill(row + s.pw + s.W, row + Wp, 0.f);
+      }
+      std::fill(d + (s.ph + s.H) * Wp, d + Hp * Wp, 0.f);
+    }
+  });
+  return {pad, Hp, Wp};
+}
+
+// Rows [k0, k1) x columns [j0, j1) of a tile's patch matrix, laid out as gemm_serial_gathered asks (row
+// stride ld, groups of 48 columns `panel` apart): the GEMM kernel's packed panels. Column j is position
+// p0 + j % w of image j / w (counted from `img`: the tile's first image, group g's channel 0, in the padded
+// input). The columns are first cut into runs along output rows and panels, the same for every row k; then
+// each row k is a few vector copies from the padded input, in input order: no bounds checks, and with
+// stride 2 two loads and a permute per 16 values. Against im2col, which writes the patches whole for the
+// kernel to read back and pack, this is one pass. (AVX-512 gathers were tried: on this AMD machine they
+// ran at half a value per cycle, slower than im2col; so was gathering one 48-column panel at a time, whose
+// many short input streams defeated the hardware prefetcher.)
+inline void conv_gather_patches(const Conv2dGeometry& s, const PaddedInput& x, const float* img, Index p0, Index w,
+                                Index k0, Index k1, Index j0, Index j1, float* dst, Index ld, Index panel) {
+  constexpr Index kCols = kSgemmNC;  // columns per pass: the kernel's column block
+  if (j1 - j0 > kCols) {
+    for (Index j = j0; j < j1; j += kCols)
+      conv_gather_patches(s, x, img, p0, w, k0, k1, j, std::min(j1, j + kCols), dst + (j - j0) / kGatherPanel * panel,
+                          ld, panel);
+    return;
+  }
+  const Index plane = x.Hp * x.Wp, image = s.C * plane, khw = s.kH * s.kW;
+  struct Run {
+    Index dst, src, len;
+  };
+  Run runs[kCols];  // a run is at least one column
+  Index nruns = 0;
+  for (Index j = j0; j < j1;) {
+    const Index p = p0 + j % w, ox = p % s.OW, q = (j - j0) % kGatherPanel;
+    const Index len = std::min({s.OW - ox, w - j % w, j1 - j, kGatherPanel - q});
+    runs[nruns++] = {(j - j0) / kGatherPanel * panel + q, (j / w) * image + (p / s.OW) * s.sh * x.Wp + ox * s.sw,
+                     len};
+    j += len;
+  }
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  // The input a channel's taps read, [lo, hi) of its plane: prefetched two channels ahead, a share per tap.
+  // Without it the loads waited on L3 for 40% of the gather's time (an image batch's input is not in L2).
+  const Index lo = runs[0].src, last = nruns - 1;
+  const Index hi = runs[last].src + (runs[last].len - 1) * s.sw + (s.kH - 1) * s.dh * x.Wp + (s.kW - 1) * s.dw + 1;
+  // Tiles of whole small images span several images' planes: nothing to prefetch there that L2 would keep.
+  const Index lines = hi - lo <= plane ? (hi - lo + 15) / 16 : 0, per_tap = (lines + khw - 1) / khw;
+  Index c = k0 / khw, t = k0 % khw;
+  Index kh = t / s.kW, kw = t % s.kW;
+  for (Index k = k0; k < k1; ++k, dst += ld) {
+    const float* base = img + c * plane + kh * s.dh * x.Wp + kw * s.dw;
+    {
+      // As an integer: the address may lie past the input, where a prefetch is harmless but arithmetic is not.
+      const std::uintptr_t ahead = reinterpret_cast<std::uintptr_t>(img) + sizeof(float) * ((c + 2) * plane + lo);
+      const Index tap = kh * s.kW + kw;
+      for (Index l = tap * per_tap; l < std::min(lines, (tap + 1) * per_tap); ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
+    }
+    for (Index r = 0; r < nruns; ++r) {
+      const float* src = base + runs[r].src;
+      float* d = dst + runs[r].dst;
+      const Index len = runs[r].len;
+      if (s.sw == 1) {
+        for (Index i = 0; i < len; i += 16) {
+          const __mmask16 m = sgemm_mask(len - i);
+          _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, src + i));
+        }
+      } else if (s.sw == 2) {
+        for (Index i = 0; i < len; i += 16) {
+          const Index n = std::min<Index>(16, len - i), span = 2 * n - 1;  // values src[2i .. 2i + span)
+          const __m512 lo = _mm512_maskz_loadu_ps(sgemm_mask(span), src + 2 * i);
+          const __m512 hi = _mm512_maskz_loadu_ps(sgemm_mask(span - 16), src + 2 * i + 16);
+          _mm512_mask_storeu_ps(d + i, sgemm_mask(n), _mm512_permutex2var_ps(lo, even, hi));
+        }
+      } else {
+        for (Index i = 0; i < len; ++i) d[i] = src[i * s.sw];
+      }
+    }
+    if (++kw == s.kW) {
+      kw = 0;
+      if (++kh == s.kH) kh = 0, ++c;
+    }
+  }
+}
+#endif
+
 // How the columns of the product are cut into work items (see the top of this file).
 struct Conv2dPlan {
   Index images_per_tile = 1;  // > 1: a tile holds whole images, computed into a scratch block
@@ -574,22 +693,47 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
     const Index n = t / plan.tiles_per_image, j = t % plan.tiles_per_image;
     return Span{n, n + 1, std::min(P, j * tile), std::min(P, (j + 1) * tile)};
   };
-  // Gathers rows [k0, k1) of tile t, group g into col (K x cols).
-  auto gather = [&](const Span& sp, Index g, Index k0, Index k1, T* col) {
-    const Index cols = sp.cols();
-    for (Index n = sp.n0; n < sp.n1; ++n)
-      conv_im2col(s, in + (n * s.C + g * s.Cg) * HW, sp.p0, sp.p1, k0, k1, col + (n - sp.n0) * (sp.p1 - sp.p0),
-                  cols);
+  // Rows [k0, k1) x columns [j0, j1) of the patch matrix of tile sp, group g, to dst (row stride ld);
+  // column j is position sp.p0 + j % w of image sp.n0 + j / w.
+#ifdef FOVEA_GEMM_KERNEL
+  // The float kernel gathers patches from a padded copy of the input, made once here.
+  PaddedInput padded{nullptr, 0, 0};
+  if constexpr (std::is_same_v<T, float>)
+    if (!direct && plan.row_blocks == 1 && conv_gather_applies(s)) padded = conv_pad_input(s, in, ctx);
+#endif
+  // Rows [k0, k1) x columns [j0, j1) of the patch matrix of tile sp, group g, laid out as
+  // gemm_serial_gathered asks; column j is position sp.p0 + j % w of image sp.n0 + j / w.
+  auto gather = [&](const Span& sp, Index g, Index k0, Index k1, Index j0, Index j1, T* dst, Index ld, Index panel) {
+    const Index w = sp.p1 - sp.p0;
+#ifdef FOVEA_GEMM_KERNEL
+    if constexpr (std::is_same_v<T, float>)
+      if (padded.data) {
+        const float* img = padded.data + (sp.n0 * s.C + g * s.Cg) * padded.Hp * padded.Wp;
+        return conv_gather_patches(s, padded, img, sp.p0, w, k0, k1, j0, j1, dst, ld, panel);
+      }
+#endif
+    // im2col, one group of 48 columns at a time unless they are contiguous.
+    const Index step = panel == kGatherPanel ? j1 - j0 : kGatherPanel;
+    for (Index jg = j0; jg < j1; jg += step) {
+      const Index jg1 = std::min(j1, jg + step);
+      T* d = dst + (jg - j0) / kGatherPanel * panel;
+      for (Index j = jg; j < jg1;) {
+        const Index n = sp.n0 + j / w, q = j % w, len = std::min(w - q, jg1 - j);
+        conv_im2col(s, in + (n * s.C + g * s.Cg) * HW, sp.p0 + q, sp.p0 + q + len, k0, k1, d + (j - jg), ld);
+        j += len;
+      }
+    }
   };
-  // Output rows [r0, r1) of group g for tile t, from its patch matrix B (K x cols, leading dim ldb).
-  auto compute = [&](const Span& sp, Index g, Index r0, Index r1, const T* B, Index ldb) {
+  // Output rows [r0, r1) of group g for tile t; product(rows, A, C, ldc) adds weight rows A times the
+  // tile's patches onto C.
+  auto compute = [&](const Span& sp, Index g, Index r0, Index r1, const auto& product) {
     const Index rows = r1 - r0, o0 = g * Og + r0, cols = sp.cols(), w = sp.p1 - sp.p0;
     const T* A = weight + o0 * K;
     const T* b = bias ? bias + o0 : nullptr;
     if (!multi) {
       T* C = out + (sp.n0 * s.O + o0) * P + sp.p0;
       conv_prefill(C, P, rows, cols, b, residual ? residual + (C - out) : nullptr, P);
-      gemm_serial<T>(false, false, rows, cols, K, T(1), A, K, B, ldb, T(1), C, P);
+      product(rows, A, C, P);
       if (relu) conv_relu(C, P, rows, cols);
       return;
     }
@@ -597,11 +741,17 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
     T* tmp = conv_scratch<T, 1>(std::size_t(rows * cols));
     for (Index n = sp.n0; n < sp.n1; ++n)
       conv_prefill(tmp + (n - sp.n0) * w, cols, rows, w, b, residual ? residual + (n * s.O + o0) * P : nullptr, P);
-    gemm_serial<T>(false, false, rows, cols, K, T(1), A, K, B, ldb, T(1), tmp, cols);
+    product(rows, A, tmp, cols);
     if (relu) conv_relu(tmp, cols, rows, cols);
     for (Index n = sp.n0; n < sp.n1; ++n)
       for (Index r = 0; r < rows; ++r)
         std::copy_n(tmp + r * cols + (n - sp.n0) * w, w, out + (n * s.O + o0 + r) * P);
+  };
+  // The product with a stored patch matrix B (K x cols, row stride ldb).
+  auto stored = [&](const Span& sp, const T* B, Index ldb) {
+    return [&, sp, B, ldb](Index rows, const T* A, T* C, Index ldc) {
+      gemm_serial<T>(false, false, rows, sp.cols(), K, T(1), A, K, B, ldb, T(1), C, ldc);
+    };
   };
 
   if (rb == 1) {
@@ -609,11 +759,14 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
       const Index t = i / s.G, g = i % s.G;
       const Span sp = span(t);
       if (direct && !multi) {
-        compute(sp, g, 0, Og, in + (sp.n0 * s.C + g * s.Cg) * HW + sp.p0, HW);
+        compute(sp, g, 0, Og, stored(sp, in + (sp.n0 * s.C + g * s.Cg) * HW + sp.p0, HW));
       } else {
-        T* col = conv_scratch<T, 0>(std::size_t(K * sp.cols()));
-        gather(sp, g, 0, K, col);
-        compute(sp, g, 0, Og, col, sp.cols());
+        compute(sp, g, 0, Og, [&](Index rows, const T* A, T* C, Index ldc) {
+          auto patches = [&](Index k0, Index k1, Index j0, Index j1, T* dst, Index ld, Index panel) {
+            gather(sp, g, k0, k1, j0, j1, dst, ld, panel);
+          };
+          gemm_serial_gathered<T>(rows, sp.cols(), K, T(1), A, K, patches, T(1), C, ldc);
+        });
       }
     });
     return;
@@ -628,7 +781,10 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
     ctx.parallel_for(items * kparts, [&](Index i) {
       const Index it = i / kparts, kp = i % kparts;
       const Index k0 = std::min(K, kp * kper), k1 = std::min(K, k0 + kper);
-      if (k0 < k1) gather(span(it / s.G), it % s.G, k0, k1, cols_all + it * tile_elems);
+      const Span sp = span(it / s.G);
+      if (k0 < k1)
+        gather(sp, it % s.G, k0, k1, 0, sp.cols(), cols_all + it * tile_elems + k0 * sp.cols(), sp.cols(),
+               kGatherPanel);
     });
   }
   ctx.parallel_for(items * rb, [&](Index i) {
@@ -638,9 +794,9 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
     const Span sp = span(it / s.G);
     const Index g = it % s.G;
     if (cols_all)
-      compute(sp, g, r0, r1, cols_all + it * tile_elems, sp.cols());
+      compute(sp, g, r0, r1, stored(sp, cols_all + it * tile_elems, sp.cols()));
     else
-      compute(sp, g, r0, r1, in + (sp.n0 * s.C + g * s.Cg) * HW + sp.p0, HW);
+      compute(sp, g, r0, r1, stored(sp, in + (sp.n0 * s.C + g * s.Cg) * HW + sp.p0, HW));
   });
 }
 
@@ -694,13 +850,18 @@ inline Conv2dAlgorithm conv2d_algorithm(const Conv2dGeometry& s, bool cached, st
 #ifdef FOVEA_CONV2D_DIRECT
   // Strided convs with a real kernel (the stem, stride-2 3x3s) when most computed positions are outputs
   // and the weights are read few times: the direct kernel streams all of them once per chunk of 48
-  // positions, so they must stay in L2. Measured against im2col on fovea's AVX-512 GEMM kernel
-  // (bench_conv2d BM_conv2d vs BM_conv2d_im2col, batch 1 and 8, 1 and 2 threads): the stem 1.3x .. 1.6x
-  // faster, 64 -> 128 at 56 within 10%; with 1 MiB of weights or more im2col is as fast or faster, up to
-  // 1.5x on 2 threads at batch 1 (256 -> 256 3x3/2 at 28: 1.07 ms against 1.63), where the direct kernel's
-  // few chunks split poorly. (With Eigen's slower GEMM the direct kernel also won those at batch 1.)
+  // positions, so they must stay in L2. Not where fovea's float GEMM kernel runs: there the patches are
+  // gathered straight into its packed panels (conv_gather_patches), which measured (bench_conv2d
+  // BM_conv2d vs BM_conv2d_im2col, 1 and 2 threads) 1.1-1.3x faster than the direct kernel on every
+  // stride-2 3x3 of ResNet and even with it on the stem. Elsewhere (double, builds without AVX-512) the
+  // direct kernel beat im2col + Eigen's GEMM 1.3-1.6x.
   const Index weight_bytes = s.O * s.K() * Index(elem);
-  if (conv2d_direct_applies(s) && s.sh >= 2 && DirectLayout(s, 48).useful(s) >= 0.75 &&
+#ifdef FOVEA_GEMM_KERNEL
+  const bool gathers = elem == sizeof(float);
+#else
+  const bool gathers = false;
+#endif
+  if (!gathers && conv2d_direct_applies(s) && s.sh >= 2 && DirectLayout(s, 48).useful(s) >= 0.75 &&
       weight_bytes <= (Index(768) << 10))
     return Conv2dAlgorithm::direct;
 #endif
