@@ -164,8 +164,9 @@ def results_markdown(rows, meta):
     lines = [
         f"Measured {meta['date']} on {meta['cpu']}, {meta['threads']} threads, D = {meta['dim']}, float32, random unit "
         f"vectors; {meta['torch']} with `{meta['blas_info']}` BLAS, loaded: {', '.join(meta['blas_loaded']) or '?'}. "
-        f"Load average {meta['load_before']} before and {meta['load_after']} after: the machine was shared, so "
-        "read the times as measured under that load.",
+        f"Load average {meta['load_before']} before and {meta['load_after']} after"
+        + (" (the run's own threads count in the second)." if float(meta["load_before"].split()[0]) < 1.0 else
+           ": the machine was shared, so read the times as measured under that load."),
         "",
         "SGEMM: the rate of fovea::gemm, the kernel the loss's products run, on the loss's own product shape (min(B, 4096) x D x min(B, 4096)), "
         "same threads, measured by `fovea-loss bench --sgemm` just before and just after each run and averaged, so "
