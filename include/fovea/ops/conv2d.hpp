@@ -523,11 +523,6 @@ struct PaddedInput {
   Index Hp, Wp;  // padded plane
 };
 
-// Whether conv_gather_patches can address this conv's padded input with 32-bit offsets.
-inline bool conv_gather_applies(const Conv2dGeometry& s) {
-  return double(s.N) * double(s.C) * double(s.H + 2 * s.ph) * double(s.W + 2 * s.pw) < 2147483647.0;
-}
-
 inline PaddedInput conv_pad_input(const Conv2dGeometry& s, const float* in, const Context& ctx) {
   if (s.ph == 0 && s.pw == 0) return {in, s.H, s.W};
   const Index Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, planes = s.N * s.C;
@@ -693,13 +688,11 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
     const Index n = t / plan.tiles_per_image, j = t % plan.tiles_per_image;
     return Span{n, n + 1, std::min(P, j * tile), std::min(P, (j + 1) * tile)};
   };
-  // Rows [k0, k1) x columns [j0, j1) of the patch matrix of tile sp, group g, to dst (row stride ld);
-  // column j is position sp.p0 + j % w of image sp.n0 + j / w.
 #ifdef FOVEA_GEMM_KERNEL
-  // The float kernel gathers patches from a padded copy of the input, made once here.
+  // In float every gather reads a padded copy of the input, made once here (no copy without padding, so
+  // 1x1 convs, which gather only for tiles of several images, pay nothing).
   PaddedInput padded{nullptr, 0, 0};
-  if constexpr (std::is_same_v<T, float>)
-    if (!direct && plan.row_blocks == 1 && conv_gather_applies(s)) padded = conv_pad_input(s, in, ctx);
+  if constexpr (std::is_same_v<T, float>) padded = conv_pad_input(s, in, ctx);
 #endif
   // Rows [k0, k1) x columns [j0, j1) of the patch matrix of tile sp, group g, laid out as
   // gemm_serial_gathered asks; column j is position sp.p0 + j % w of image sp.n0 + j / w.
@@ -712,7 +705,7 @@ void conv2d_gemm(const Conv2dGeometry& s, const T* in, const T* weight, const T*
         return conv_gather_patches(s, padded, img, sp.p0, w, k0, k1, j0, j1, dst, ld, panel);
       }
 #endif
-    // im2col, one group of 48 columns at a time unless they are contiguous.
+    // im2col (double, or no AVX-512), one group of 48 columns at a time unless they are contiguous.
     const Index step = panel == kGatherPanel ? j1 - j0 : kGatherPanel;
     for (Index jg = j0; jg < j1; jg += step) {
       const Index jg1 = std::min(j1, jg + step);
