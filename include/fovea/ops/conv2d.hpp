@@ -556,6 +556,7 @@ inline PaddedInput conv_pad_input(const Conv2dGeometry& s, const float* in, cons
 inline void conv_gather_patches(const Conv2dGeometry& s, const PaddedInput& x, const float* img, Index p0, Index w,
                                 Index k0, Index k1, Index j0, Index j1, float* dst, Index ld, Index panel) {
   constexpr Index kCols = kSgemmNC;  // columns per pass: the kernel's column block
+  if (j0 >= j1 || k0 >= k1) return;   // an empty tile (a forced plan's tiles past the last position)
   if (j1 - j0 > kCols) {
     for (Index j = j0; j < j1; j += kCols)
       conv_gather_patches(s, x, img, p0, w, k0, k1, j, std::min(j1, j + kCols), dst + (j - j0) / kGatherPanel * panel,
