@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -26,6 +30,29 @@ TEST(Context, NestedCallsRunInline) {
   std::atomic<int> total{0};
   ctx.parallel_for(4, [&](Index) { ctx.parallel_for(8, [&](Index) { total++; }); });
   EXPECT_EQ(total.load(), 32);
+}
+
+// The calling thread works through indices too, beside num_threads() - 1 pool threads; a nested call runs
+// inline on whichever thread made it, the caller included.
+TEST(Context, CallerIsOneOfTheWorkers) {
+  for (int threads : {2, 3}) {
+    Context ctx(threads);
+    std::mutex mu;
+    std::set<std::thread::id> ran;
+    std::atomic<int> nested_elsewhere{0};
+    ctx.parallel_for(200, [&](Index) {
+      const auto me = std::this_thread::get_id();
+      {
+        std::lock_guard<std::mutex> l(mu);
+        ran.insert(me);
+      }
+      ctx.parallel_for(4, [&](Index) { nested_elsewhere += std::this_thread::get_id() != me; });
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // so that every worker gets some indices
+    });
+    EXPECT_LE(ran.size(), std::size_t(threads));
+    EXPECT_EQ(ran.count(std::this_thread::get_id()), 1u) << "the caller ran no index";
+    EXPECT_EQ(nested_elsewhere.load(), 0);
+  }
 }
 
 TEST(Context, PropagatesExceptions) {

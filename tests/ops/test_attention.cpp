@@ -243,6 +243,46 @@ TEST(ScaledDotProductAttention, NonFiniteScoresPropagate) {
   }
 }
 
+// detail::fused_linear, which every transformer projection runs through: out = act(x W^T + bias), or
+// out += x W^T + bias, against a long-double loop. Rows past 256 make several row tiles where the epilogue
+// runs after each tile's product (double) and one tile of every row where it runs inside the kernel's tiles
+// (float with fovea's kernel); thread counts change the column tiles.
+template <class T>
+void check_fused_linear(Index M, Index K, Index N, detail::Activation act, bool with_bias, bool accumulate, int threads) {
+  std::mt19937 rng(unsigned(M * 31 + K * 7 + N));
+  auto x = random_tensor<T, 2>(rng, {M, K + 2});  // row stride K + 2: x is read with its own stride
+  auto w = random_tensor<T, 2>(rng, {N, K});
+  auto bias = random_tensor<T, 1>(rng, {N});
+  auto out = random_tensor<T, 2>(rng, {M, N + 1});
+  Tensor<T, 2> before = out;
+  detail::fused_linear<T>(x.data(), K + 2, M, K, w.data(), N, with_bias ? bias.data() : nullptr, act, accumulate,
+                          out.data(), N + 1, Context(threads));
+  const double tol = (std::is_same_v<T, float> ? 2e-5 : 1e-12) * std::sqrt(double(K));
+  for (Index i = 0; i < M; ++i) {
+    for (Index j = 0; j < N; ++j) {
+      long double s = with_bias ? bias(j) : 0;
+      for (Index p = 0; p < K; ++p) s += (long double)x(i, p) * w(j, p);
+      double want = double(s);
+      if (act == detail::Activation::gelu) want = 0.5 * want * (1 + std::erf(want / std::sqrt(2.0)));
+      if (act == detail::Activation::relu) want = std::max(want, 0.0);
+      if (accumulate) want += double(before(i, j));
+      ASSERT_NEAR(double(out(i, j)), want, tol * (1 + std::abs(want)))
+          << "M=" << M << " N=" << N << " threads=" << threads << " at " << i << "," << j;
+    }
+    ASSERT_EQ(out(i, N), before(i, N)) << "the padding column past N was written";
+  }
+}
+
+TEST(FusedLinear, MatchesNaiveLoopForEveryTiling) {
+  for (int threads : {1, 2, 3})
+    for (auto [M, K, N] : {std::array<Index, 3>{5, 33, 40}, {197, 64, 2304}, {600, 300, 100}}) {
+      check_fused_linear<float>(M, K, N, detail::Activation::gelu, true, false, threads);
+      check_fused_linear<float>(M, K, N, detail::Activation::identity, true, true, threads);
+      check_fused_linear<double>(M, K, N, detail::Activation::relu, false, false, threads);
+      check_fused_linear<double>(M, K, N, detail::Activation::identity, true, true, threads);
+    }
+}
+
 TEST(ScaledDotProductAttention, RejectsBadShapes) {
   Tensor<float, 4> q(2, 3, 5, 8), k(2, 3, 7, 8), v(2, 3, 7, 6);
   q.setZero(), k.setZero(), v.setZero();

@@ -31,19 +31,10 @@ using ConstMatMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using MatMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
 
-// Single-threaded C[m, n] = alpha * op(A) op(B) + beta * C. Row-major; op(A) is (m, k), op(B) is (k, n);
-// A is stored (m, k) with stride lda, or (k, m) when trans_a.
+// gemm_serial on Eigen's blocked kernel (double; float without fovea's kernel; skinny products).
 template <class T>
-void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
-                 const T* b, Index ldb, T beta, T* c, Index ldc) {
-  if (m <= 0 || n <= 0) return;
-#ifdef FOVEA_GEMM_KERNEL
-  // Skinny products (a matrix-vector product, a handful of rows) stay with Eigen, whose GEMV does not pad
-  // them to the kernel's 8 x 48 tile.
-  if constexpr (std::is_same_v<T, float>) {
-    if (k > 0 && m >= 4 && n >= 16) return sgemm_kernel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-#endif
+void gemm_serial_eigen(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
+                       const T* b, Index ldb, T beta, T* c, Index ldc) {
   MatMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
   if (beta == T(0)) {
     C.setZero();
@@ -57,6 +48,28 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
   else if (!trans_a && trans_b) C.noalias() += alpha * A * B.transpose();
   else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * B;
   else C.noalias() += alpha * A.transpose() * B.transpose();
+}
+
+// Single-threaded C[m, n] = alpha * op(A) op(B) + beta * C. Row-major; op(A) is (m, k), op(B) is (k, n);
+// A is stored (m, k) with stride lda, or (k, m) when trans_a.
+// epilogue(c, ldc, rows, cols, i, j) is then called on blocks that tile C (the block at C(i, j), rows x cols,
+// row stride ldc), each once it is final: a linear layer's bias and activation. fovea's float kernel calls it
+// per 8 x 48 tile while the tile is in L1, so the epilogue costs no pass over memory; other paths call it
+// once on the whole of C.
+template <class T, class Epilogue = NoEpilogue>
+void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
+                 const T* b, Index ldb, T beta, T* c, Index ldc, const Epilogue& epilogue = Epilogue()) {
+  if (m <= 0 || n <= 0) return;
+#ifdef FOVEA_GEMM_KERNEL
+  // Skinny products (a matrix-vector product, a handful of rows) stay with Eigen, whose GEMV does not pad
+  // them to the kernel's 8 x 48 tile.
+  if constexpr (std::is_same_v<T, float>) {
+    if (k > 0 && m >= 4 && n >= 16)
+      return sgemm_kernel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue);
+  }
+#endif
+  gemm_serial_eigen(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  epilogue(c, ldc, m, n, Index(0), Index(0));
 }
 
 // gemm_serial(false, false, ...) for a B (k, n) that is produced, not stored. gather(k0, k1, j0, j1, dst,

@@ -118,21 +118,29 @@ class AttentionMask {
 
 namespace detail {
 
+// Whether gemm_serial runs an epilogue tile by tile (fovea's float kernel), while each tile is in L1, and
+// packs into thread-reused buffers, not Eigen's stack-or-heap ones, so products need not be cut.
+template <class T>
+constexpr bool gemm_tiles_run_epilogue() {
+#ifdef FOVEA_GEMM_KERNEL
+  if constexpr (std::is_same_v<T, float>) return true;
+#endif
+  return false;
+}
+
 // gemm_serial cut into pieces of at most 256 x 256 outputs and 512 bytes of depth per row (128 floats, 64
 // doubles). Eigen packs each product's operands into buffers of kc * mc and kc * nc elements, on the stack
 // up to EIGEN_STACK_ALLOCATION_LIMIT (128 KiB) and from malloc above; the heap path costs a page-faulting
 // allocation per call, because glibc returns large freed blocks to the system and takes them back on the
 // next call (measured: a ViT-S block at batch 1 ran 2.4x slower). Pieces this size stay on the stack, and
 // the extra passes over C (one per depth piece) hit a tile that is in L1/L2.
-template <class T>
+// The epilogue is gemm_serial's.
+template <class T, class Epilogue = NoEpilogue>
 void gemm_serial_stack(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda,
-                       const T* b, Index ldb, T beta, T* c, Index ldc) {
+                       const T* b, Index ldb, T beta, T* c, Index ldc, const Epilogue& epilogue = Epilogue()) {
   constexpr Index kPiece = 256, kDepth = Index(512 / sizeof(T));
-#ifdef FOVEA_GEMM_KERNEL
-  // fovea's float kernel packs into thread-reused buffers, not Eigen's stack-or-heap ones: no need to cut.
-  if constexpr (std::is_same_v<T, float>) return gemm_serial<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#endif
-  if (k <= 0) return gemm_serial<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (gemm_tiles_run_epilogue<T>() || k <= 0)
+    return gemm_serial<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue);
   for (Index i0 = 0; i0 < m; i0 += kPiece)
     for (Index j0 = 0; j0 < n; j0 += kPiece)
       for (Index k0 = 0; k0 < k; k0 += kDepth) {
@@ -141,28 +149,23 @@ void gemm_serial_stack(bool trans_a, bool trans_b, Index m, Index n, Index k, T 
         gemm_serial<T>(trans_a, trans_b, std::min(kPiece, m - i0), std::min(kPiece, n - j0), std::min(kDepth, k - k0),
                        alpha, ap, lda, bp, ldb, k0 == 0 ? beta : T(1), c + i0 * ldc + j0, ldc);
       }
+  epilogue(c, ldc, m, n, Index(0), Index(0));
 }
 
-// out (M, N) with row stride ldo = act(x (M, K) (row stride ldx) W^T + bias), W (N, K) contiguous, bias (N) or
-// null; or, with accumulate, out += x W^T + bias (act must be identity): a linear layer with its epilogue.
-// The product is cut into tiles of at most 256 rows x 256 columns, each one gemm_serial_stack followed by
-// the bias and activation while the tile is still in cache, so neither costs a pass over memory. Tiles span
-// all rows when M <= 256 (a ViT at batch 1), so each weight is read once. The transformer modules and
-// patch_embed run their projections through it.
-// How fused_linear (and patch_embed) cut an (M, N) output: at most 256 rows a tile, spanning all rows when
-// M <= 256 so that each weight is read once; about 256 columns a tile, more tiles when that gives a thread
-// fewer than two, and a tile count that is a multiple of the thread count, so no thread idles at the end.
-// Tiles are whole `align`-column panels (the GEMM kernel's tile width, gemm_col_align), spread as evenly as
-// the panels allow: cutting 3072 columns into tiles of 256 had fovea's 48-column kernel compute 288 for
-// every 256 (11% of a ViT's linear time).
+// How fused_linear (and patch_embed) cut an (M, N) output: at most max_rows rows a tile, spanning all rows
+// when M <= max_rows so that each weight is packed once; about 256 columns a tile, more tiles when that
+// gives a thread fewer than two, and a tile count that is a multiple of the thread count, so no thread
+// idles at the end. Tiles are whole `align`-column panels (the GEMM kernel's tile width, gemm_col_align),
+// spread as evenly as the panels allow: cutting 3072 columns into tiles of 256 had fovea's 48-column kernel
+// compute 288 for every 256 (11% of a ViT's linear time).
 struct GemmTiles {
   Index row_tiles, mt, col_tiles, panels, align, N;
   Index count() const { return row_tiles * col_tiles; }
   Index col_begin(Index c) const { return std::min(N, c * panels / col_tiles * align); }  // c in [0, col_tiles]
 };
-inline GemmTiles gemm_tiles(Index M, Index N, Index threads, Index align) {
+inline GemmTiles gemm_tiles(Index M, Index N, Index threads, Index align, Index max_rows = 256) {
   GemmTiles t;
-  t.row_tiles = (M + 255) / 256;
+  t.row_tiles = (M + max_rows - 1) / max_rows;
   t.mt = (M + t.row_tiles - 1) / t.row_tiles;
   t.align = align;
   t.N = N;
@@ -170,27 +173,44 @@ inline GemmTiles gemm_tiles(Index M, Index N, Index threads, Index align) {
   Index cols = std::max((N + 255) / 256, (2 * threads + t.row_tiles - 1) / t.row_tiles);
   const Index total = (t.row_tiles * cols + threads - 1) / threads * threads;
   t.col_tiles = std::max<Index>(1, std::min((total + t.row_tiles - 1) / t.row_tiles, t.panels));
+  // Tiles of equal width where a few more of them allow it: the 48 panels of a ViT-B qkv projection made 10
+  // tiles of 4 or 5 panels, and a thread with two of 5 left the other idle for a panel's time at the end.
+  for (Index c = t.col_tiles; c <= 2 * t.col_tiles && c <= t.panels; ++c)
+    if (t.panels % c == 0 && (t.row_tiles * c) % threads == 0) {
+      t.col_tiles = c;
+      break;
+    }
   return t;
 }
 
+// out (M, N) with row stride ldo = act(x (M, K) (row stride ldx) W^T + bias), W (N, K) contiguous, bias (N) or
+// null; or, with accumulate, out += x W^T + bias (act must be identity): a linear layer with its epilogue.
+// Each tile is one gemm_serial_stack whose epilogue adds the bias and applies the activation while the
+// values are in cache, so neither costs a pass over memory. On fovea's float kernel that happens per 8 x 48
+// tile of the kernel, so a tile may span every row and each weight is packed once whatever the batch (at
+// ViT-B batch 8, tiles of 256 rows packed every weight 7 times); elsewhere tiles keep to 256 rows. The
+// transformer modules run their projections through it.
 template <class T>
 void fused_linear(const T* x, Index ldx, Index M, Index K, const T* w, Index N, const T* bias, Activation act,
                   bool accumulate, T* out, Index ldo, const Context& ctx) {
   if (M <= 0 || N <= 0) return;
-  const GemmTiles tiles = gemm_tiles(M, N, ctx.num_threads(), gemm_col_align<T>());
+  const GemmTiles tiles =
+      gemm_tiles(M, N, ctx.num_threads(), gemm_col_align<T>(), gemm_tiles_run_epilogue<T>() ? M : 256);
   ctx.parallel_for(tiles.count(), [&](Index t) {
     const Index i0 = (t / tiles.col_tiles) * tiles.mt, j0 = tiles.col_begin(t % tiles.col_tiles);
     const Index m = std::min(tiles.mt, M - i0), n = tiles.col_begin(t % tiles.col_tiles + 1) - j0;
-    T* c = out + i0 * ldo + j0;
-    gemm_serial_stack<T>(false, true, m, n, K, T(1), x + i0 * ldx, ldx, w + j0 * K, K, accumulate ? T(1) : T(0), c, ldo);
-    for (Index r = 0; r < m; ++r) {
-      T* row = c + r * ldo;
-      if (bias) {
-        const T* b = bias + j0;
-        for (Index j = 0; j < n; ++j) row[j] += b[j];
+    auto epilogue = [&](T* c, Index ldc, Index rows, Index cols, Index, Index j) {
+      for (Index r = 0; r < rows; ++r) {
+        T* row = c + r * ldc;
+        if (bias) {
+          const T* b = bias + j0 + j;
+          for (Index q = 0; q < cols; ++q) row[q] += b[q];
+        }
+        apply_activation(act, row, cols);
       }
-      apply_activation(act, row, n);
-    }
+    };
+    gemm_serial_stack<T>(false, true, m, n, K, T(1), x + i0 * ldx, ldx, w + j0 * K, K, accumulate ? T(1) : T(0),
+                         out + i0 * ldo + j0, ldo, epilogue);
   });
 }
 
