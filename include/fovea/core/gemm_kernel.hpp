@@ -144,23 +144,18 @@ inline void sgemm_pack_b(bool trans, const float* b, Index ldb, Index p0, Index 
 // ps = 1), a transposed one (rs = 1, ps = lda) or an edge tile's zero-padded copy (rs = 1, ps = 8). The
 // tile's 8 x kc values of A stay in L1 while the kernel walks every B micro-panel of the block, so
 // packing A would only add a pass.
-// pf, when not null, is the start of two rows (pf and pf + pf_ld) of kc values each that the next block's
-// packing will read: the tile fetches them into L2, one line every 8 steps, so that the fetches spread over
-// the FMAs instead of stalling the packing (see sgemm_blocked).
 template <bool kUnitRowStride>
 inline void sgemm_tile(Index kc, const float* a, Index rs, Index ps, const float* bp, float* c, Index ldc, Index mr,
-                       Index nr, float alpha, float beta, const float* pf = nullptr, Index pf_ld = 0) {
+                       Index nr, float alpha, float beta) {
   if (kUnitRowStride) rs = 1;
   __m512 acc[kSgemmMR][3];
 #pragma GCC unroll 8
   for (int r = 0; r < kSgemmMR; ++r) acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
-  auto step = [&](Index p) {
-    const float* bq = bp + p * kSgemmNR;
-    const float* aq = a + p * ps;
-    const __m512 b0 = _mm512_load_ps(bq), b1 = _mm512_load_ps(bq + 16), b2 = _mm512_load_ps(bq + 32);
+  for (Index p = 0; p < kc; ++p, a += ps, bp += kSgemmNR) {
+    const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), b2 = _mm512_load_ps(bp + 32);
 #pragma GCC unroll 8
     for (int r = 0; r < kSgemmMR; ++r) {
-      __m512 x = _mm512_set1_ps(aq[r * rs]);
+      __m512 x = _mm512_set1_ps(a[r * rs]);
       // One broadcast register per value of A: without this GCC folds the broadcast into each of the three
       // FMAs as a memory operand, tripling the loads of A.
       __asm__("" : "+v"(x));
@@ -168,19 +163,7 @@ inline void sgemm_tile(Index kc, const float* a, Index rs, Index ps, const float
       acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
       acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
     }
-  };
-  Index p = 0;
-  if (pf) {
-    // Line l of the two rows: row l % 2, 16 floats per line; addresses as integers (a prefetch never faults).
-    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(pf), ld = std::uintptr_t(pf_ld) * sizeof(float);
-    for (; p + 8 <= kc; p += 8) {
-      const Index l = p >> 3;
-      _mm_prefetch(reinterpret_cast<const char*>(base + (l & 1) * ld + (l >> 1) * 64), _MM_HINT_T1);
-#pragma GCC unroll 8
-      for (int u = 0; u < 8; ++u) step(p + u);
-    }
   }
-  for (; p < kc; ++p) step(p);
   const __mmask16 m[3] = {sgemm_mask(nr), sgemm_mask(nr - 16), sgemm_mask(nr - 32)};
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
@@ -201,15 +184,9 @@ inline void sgemm_tile(Index kc, const float* a, Index rs, Index ps, const float
 // [j0, j0 + nc) as sgemm_pack_b does; a conv gathers its patches there, so they are never stored whole.
 // epilogue(c, ldc, rows, cols, i, j) runs on each tile of C (rows x cols at (i, j)) as soon as its last
 // depth block is stored, while the tile is in L1.
-// pf_src, when not null, is op(B)'s source as rows (row j = column j of op(B), pf_ld apart, depth along
-// the row: a transposed B, a linear layer's weight): each block's tiles then fetch the next block's rows into
-// L2 a line at a time. Packing a ViT's weights, which come from DRAM or L3 at batch 1, took 9% of a ViT-B
-// forward's thread time (twice its time from L2), 6% with these fetches; fetching a block's rows all at once
-// before its tiles stalled as much as it saved.
 template <class PackB, class Epilogue = NoEpilogue>
 void sgemm_blocked(const PackB& pack_b, bool trans_a, Index m, Index n, Index k, float alpha, const float* a,
-                   Index lda, float beta, float* c, Index ldc, const Epilogue& epilogue = Epilogue(),
-                   const float* pf_src = nullptr, Index pf_ld = 0) {
+                   Index lda, float beta, float* c, Index ldc, const Epilogue& epilogue = Epilogue()) {
   // Equal depth blocks: 576 = 3 x 192 rather than 256 + 256 + 64, whose short block pays a whole pass of
   // loads and stores of C for a quarter of the work.
   const Index kc_max = (k + (k + kSgemmKC - 1) / kSgemmKC - 1) / ((k + kSgemmKC - 1) / kSgemmKC);
@@ -222,12 +199,6 @@ void sgemm_blocked(const PackB& pack_b, bool trans_a, Index m, Index n, Index k,
       pack_b(pc, kc, jc, nc, bbuf);
       const float beta_block = pc == 0 ? beta : 1.f;  // later depth blocks add onto the first one's result
       const bool last_depth = pc + kc >= k;
-      // The next block, when op(B)'s source is rows (pf_src, pf_ld: B^T, a linear layer's weight): its rows,
-      // at the next block's depth, are fetched by this block's tiles.
-      const Index next_p = last_depth ? 0 : pc + kc, next_j = last_depth ? jc + kSgemmNC : jc;
-      const Index next_nc = next_j < n ? std::min(kSgemmNC, n - next_j) : 0;
-      const float* next_rows = pf_src && next_nc > 0 ? pf_src + next_j * pf_ld + next_p : nullptr;
-      const Index panels = (nc + kSgemmNR - 1) / kSgemmNR;
       for (Index ir = 0; ir < m; ir += kSgemmMR) {
         const Index mr = std::min(kSgemmMR, m - ir);
         const float* at = trans_a ? a + pc * lda + ir : a + ir * lda + pc;  // A(ir, pc)
@@ -241,18 +212,12 @@ void sgemm_blocked(const PackB& pack_b, bool trans_a, Index m, Index n, Index k,
           float* ct = c + ir * ldc + jc + jr;
           const float* bt = bbuf + jr * kc;
           const Index nr = std::min(kSgemmNR, nc - jr);
-          // Two rows of the next block's source for this tile to fetch, while there are rows left.
-          const float* pf = nullptr;
-          if (next_rows) {
-            const Index row = 2 * (ir / kSgemmMR * panels + jr / kSgemmNR);
-            if (row + 1 < next_nc) pf = next_rows + row * pf_ld;
-          }
           if (mr < kSgemmMR)
-            sgemm_tile<true>(kc, edge, 1, kSgemmMR, bt, ct, ldc, mr, nr, alpha, beta_block, pf, pf_ld);
+            sgemm_tile<true>(kc, edge, 1, kSgemmMR, bt, ct, ldc, mr, nr, alpha, beta_block);
           else if (trans_a)
-            sgemm_tile<true>(kc, at, 1, lda, bt, ct, ldc, mr, nr, alpha, beta_block, pf, pf_ld);
+            sgemm_tile<true>(kc, at, 1, lda, bt, ct, ldc, mr, nr, alpha, beta_block);
           else
-            sgemm_tile<false>(kc, at, lda, 1, bt, ct, ldc, mr, nr, alpha, beta_block, pf, pf_ld);
+            sgemm_tile<false>(kc, at, lda, 1, bt, ct, ldc, mr, nr, alpha, beta_block);
           if (last_depth) epilogue(ct, ldc, mr, nr, ir, jc + jr);
         }
       }
@@ -312,7 +277,7 @@ void sgemm_kernel(bool trans_a, bool trans_b, Index m, Index n, Index k, float a
   auto pack_b = [&](Index p0, Index kc, Index j0, Index nc, float* dst) {
     sgemm_pack_b(trans_b, b, ldb, p0, kc, j0, nc, dst);
   };
-  sgemm_blocked(pack_b, trans_a, m, n, k, alpha, a, lda, beta, c, ldc, epilogue, trans_b ? b : nullptr, ldb);
+  sgemm_blocked(pack_b, trans_a, m, n, k, alpha, a, lda, beta, c, ldc, epilogue);
 }
 
 // C (m, n) = alpha * A (m, k) B + beta * C, A row-major, where B (k, n) exists only as a gather (see
