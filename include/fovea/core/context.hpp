@@ -103,7 +103,7 @@ class Context {
   // Runs f(i) for every i in [0, n), spread over the pool, and returns when all are done. Tasks are
   // handed out one index at a time, so results must not depend on which thread ran an index. The calling
   // thread is one of the workers (the pool has num_threads() - 1 threads): a call then wakes one thread
-  // fewer and starts at once, which matters for a ViT's ~150 calls per forward; measured on this VM, a
+  // fewer and starts at once, which matters for a ViT-B's ~90 calls per forward; measured on this VM, a
   // call cost 20-30 us of wake-ups and sleeps when the caller only waited. Called from inside f (a nested
   // call, on the pool or on the caller), it runs inline, so nesting cannot deadlock.
   template <class F>
