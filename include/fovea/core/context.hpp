@@ -97,7 +97,8 @@ class Context {
 
   int num_threads() const { return num_threads_; }
 
-  // For Eigen tensor expressions: out.device(ctx.device()) = expr;
+  // For Eigen tensor expressions: out.device(ctx.device()) = expr; Eigen runs them on the pool's
+  // num_threads() - 1 threads, and on the caller too when an expression splits into few blocks.
   const Eigen::ThreadPoolDevice& device() const { return *device_; }
 
   // Runs f(i) for every i in [0, n), spread over the pool, and returns when all are done. Tasks are
