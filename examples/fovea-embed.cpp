@@ -7,7 +7,10 @@
 // architecture). Every error is one line on stderr that names its cause.
 //
 // The logic lives in fovea_embed_main(argc, argv, out, err) so tests can run it in-process; define
-// FOVEA_EMBED_NO_MAIN before including this file to leave out main().
+// FOVEA_EMBED_NO_MAIN before including this file to leave out main(). Guarded: two test files of one unity
+// translation unit include it.
+#ifndef FOVEA_EXAMPLES_FOVEA_EMBED_CPP
+#define FOVEA_EXAMPLES_FOVEA_EMBED_CPP
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -566,3 +569,4 @@ inline int fovea_embed_main(int argc, char** argv, std::ostream& out, std::ostre
 #ifndef FOVEA_EMBED_NO_MAIN
 int main(int argc, char** argv) { return fovea_embed_main(argc, argv, std::cout, std::cerr); }
 #endif
+#endif  // FOVEA_EXAMPLES_FOVEA_EMBED_CPP

@@ -11,6 +11,8 @@
 #include "common/reference.hpp"
 #include "fovea/core/context.hpp"
 
+namespace test_context {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 TEST(Context, RunsEveryIndexOnce) {
@@ -69,3 +71,5 @@ TEST(Context, RejectsBadThreadCounts) {
   EXPECT_EQ(Context().num_threads(), 3);
   unsetenv("FOVEA_NUM_THREADS");
 }
+
+}  // namespace test_context

@@ -8,6 +8,8 @@
 #include "common/reference.hpp"
 #include "fovea/core/gemm.hpp"
 
+namespace test_gemm {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 // Naive triple loop in long double: the truth for every transpose combination, stride and thread count.
@@ -136,3 +138,5 @@ TEST(Gemm, EpilogueSeesEachFinalBlockOnce) {
         check_epilogue<double>(ta, tb, m, n, k, 1.0);
       }
 }
+
+}  // namespace test_gemm

@@ -30,9 +30,9 @@
 #include "fovea/models/vit.hpp"
 #include "fovea/nn/conv2d.hpp"
 
-using namespace fovea;
+namespace test_thread_safety {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 // More callers than the shared pool has threads, so their tasks queue behind each other on it. One call each
 // is enough for ThreadSanitizer, which reports unordered accesses whether or not they happened to overlap.
@@ -96,8 +96,6 @@ const Tensor<float, 4>& vit_input() {
   static const Tensor<float, 4> x = random_tensor<float, 4>({16, 3, 32, 32}, 2);
   return x;
 }
-
-}  // namespace
 
 TEST(ThreadSafety, ParallelForFromSeveralThreadsOnOneContext) {
   // The bare mechanism: callers' tasks interleave on one pool, each caller waits for its own, a nested call
@@ -247,3 +245,5 @@ TEST(ThreadSafety, ModelsAndLossesTogetherOnOneContext) {
   expect_all_equal(got, [&](int c) { return c % 3 == 0 ? net_alone : c % 3 == 1 ? tower_alone : loss_alone; },
                    "mixed work, shared Context(2)");
 }
+
+}  // namespace test_thread_safety

@@ -21,9 +21,9 @@
 #include "fovea/models/vit.hpp"
 #include "fovea/models/weights.hpp"
 
-using namespace fovea;
+namespace test_fuzz_regressions {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 std::string regression_file(const std::string& name) {
   return detail::read_file_bytes(std::string(FOVEA_REF_DIR) + "/../../fuzz/regressions/" + name, "test");
@@ -90,8 +90,6 @@ std::string navit_amplifier(Index dim, Index mlp, int depth) {
     e.push_back({"transformer.layers." + std::to_string(i) + ".0.to_q.weight", "F16", {0}});
   return st_file(e);
 }
-
-}  // namespace
 
 // fuzz_models (found while writing its harness, reproduced by it): a ~300-byte file whose fc.weight is
 // [2^40, 0] (no bytes) made ResNet::from_safetensors allocate a 2^40 x 1 classifier (4 TiB) before any check.
@@ -207,3 +205,5 @@ TEST(FuzzRegressions, ImageJpegScanWithAnUndefinedHuffmanTable) {
 // 2.27 itself shifts a zero by 36 bits decoding it, harmless but undefined, which fovea cannot prevent without a
 // newer stb (docs/security.md); under this suite's sanitized CI run that report would fail the test. run.sh replays
 // it through fuzz_image, where tests/fuzz/ubsan.supp names exactly that report.
+
+}  // namespace test_fuzz_regressions

@@ -9,9 +9,9 @@
 #include "common/reference.hpp"
 #include "fovea/io/image.hpp"
 
-using namespace fovea;
+namespace test_image {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 std::string data_path(const std::string& file) { return std::string(FOVEA_REF_DIR) + "/image/" + file; }
 
@@ -55,8 +55,6 @@ Diff compare(const Image& a, const Image& b) {
   d.mean /= double(a.pixels.size());
   return d;
 }
-
-}  // namespace
 
 TEST(DecodeImage, PngMatchesPilPixelForPixel) {
   // Every PNG colour type PIL reads: grey, grey + alpha, palette + tRNS, 1-bit, 16-bit grey (PIL clips it to
@@ -206,3 +204,5 @@ TEST(DecodeImage, TruncatedAndCorruptedFilesThrowOrDecodeNeverCrash) {
   EXPECT_GT(decoded, 0);
   std::printf("  fuzz: %ld decoded, %ld rejected with FormatError\n", long(decoded), long(rejected));
 }
+
+}  // namespace test_image

@@ -19,9 +19,9 @@
 #include "fovea/models/config.hpp"
 #include "fovea/models/weights.hpp"
 
-using namespace fovea;
+namespace test_limits {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 std::string tmp(const std::string& name) { return std::string(FOVEA_TEST_TMP) + "/limits_" + name; }
 std::string image_file(const std::string& name) { return std::string(FOVEA_REF_DIR) + "/image/" + name; }
@@ -54,8 +54,6 @@ std::string png(std::uint32_t w, std::uint32_t h, int depth, int color, const st
   return std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + "IHDR" + ihdr + be32(0) + be32(std::uint32_t(idat.size())) +
          "IDAT" + idat + be32(0) + be32(0) + "IEND" + be32(0);
 }
-
-}  // namespace
 
 TEST(ReadLimits, DefaultsAcceptWhatTheReferenceLibrariesAccept) {
   const ReadLimits d;
@@ -324,3 +322,5 @@ TEST(ResizeCenterCrop, PreprocessingAThinImageCostsOnlyTheCrop) {
   EXPECT_EQ(x.dimension(2), 224);
   EXPECT_EQ(x.dimension(3), 224);
 }
+
+}  // namespace test_limits

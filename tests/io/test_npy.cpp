@@ -5,6 +5,8 @@
 #include "common/reference.hpp"
 #include "fovea/io/npy.hpp"
 
+namespace test_npy {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 static std::string tmp(const std::string& name) { return std::string(FOVEA_TEST_TMP) + "/" + name; }
@@ -83,3 +85,5 @@ TEST(Npy, SurvivesTruncationAndCorruption) {
       }
     }
 }
+
+}  // namespace test_npy

@@ -7,9 +7,9 @@
 #include "common/reference.hpp"
 #include "fovea/io/preprocess.hpp"
 
-using namespace fovea;
+namespace test_preprocess {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 std::string data_path(const std::string& file) { return std::string(FOVEA_REF_DIR) + "/image/" + file; }
 
@@ -34,8 +34,6 @@ Resample filter_named(const std::string& s) {
     if (s == resample_name(r)) return r;
   throw std::runtime_error("no filter " + s);
 }
-
-}  // namespace
 
 TEST(Resize, MatchesPilForEveryFilter) {
   // Bound from the issue: within one grey level of PIL. We reproduce PIL's fixed-point arithmetic, so every
@@ -105,8 +103,6 @@ TEST(ShortestEdge, TruncatesTheLongSideLikeTorchvisionAndHuggingFace) {
   EXPECT_EQ(shortest_edge_size({7, 7}, 3), Size2(3, 3));
 }
 
-namespace {
-
 // Compares one family output with its reference, at every s-th row and column when the reference was saved
 // that way. Tolerance: one grey level through the family's normalisation (1 / 255 / min std), as the issue
 // asks; PNG sources are expected to match exactly and the maximum difference is printed.
@@ -125,8 +121,6 @@ void check_family(const std::string& name, const Tensor<float, 4>& got, double m
   EXPECT_TRUE(r) << name;
   std::printf("  %-34s %s\n", name.c_str(), r.message());
 }
-
-}  // namespace
 
 TEST(Preprocess, FamiliesMatchTheirProcessorsAtOddSizes) {
   Context ctx(2);
@@ -217,3 +211,5 @@ TEST(Preprocess, RejectsBadArgumentsWithClearErrors) {
   EXPECT_TRUE(shape([&] { preprocess_timm(img, 0); }, {"preprocess_timm", "img_size >= 1"}));
   EXPECT_TRUE(shape([] { shortest_edge_size({0, 3}, 5); }, {"shortest_edge_size", "(0, 3)"}));
 }
+
+}  // namespace test_preprocess

@@ -9,6 +9,8 @@
 #include "common/reference.hpp"
 #include "fovea/io/safetensors.hpp"
 
+namespace test_safetensors {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 static std::string tmp(const std::string& name) { return std::string(FOVEA_TEST_TMP) + "/" + name; }
@@ -597,3 +599,5 @@ TEST(SafeTensorsWriter, RejectsBadNames) {
   EXPECT_TRUE(test::throws_with<FormatError>([&] { w.save(tmp("no_such_dir/x.safetensors")); },
                                              {"cannot open", "no_such_dir/x.safetensors"}));
 }
+
+}  // namespace test_safetensors

@@ -10,9 +10,9 @@
 #include "common/reference.hpp"
 #include "fovea/loss.hpp"
 
-using namespace fovea;
+namespace test_clip_loss {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 template <class T>
 Tensor<T, 2> random_embeddings(Index B, Index D, unsigned seed, double norm) {
@@ -120,8 +120,6 @@ void check_against_pytorch(const std::string& name, Index tile, int threads, dou
 }
 
 const char* const kCases[] = {"clip_b1", "clip_b5_d3", "clip_b7_d16", "clip_b33_d12", "clip_b64_d24"};
-
-}  // namespace
 
 // float: every logit carries about 2^-24 * scale * |x| |y| of rounding from the float products (scale 100 on
 // unit vectors: ~1e-5), and loss and gradients inherit it; double: the same at 2^-53.
@@ -253,3 +251,5 @@ TEST(ClipLoss, RejectsBadArgumentsWithTheShapes) {
   const Tensor<double, 2> huge_d = huge.cast<double>();
   EXPECT_NO_THROW(clip_loss(huge_d, huge_d, 1.0));
 }
+
+}  // namespace test_clip_loss

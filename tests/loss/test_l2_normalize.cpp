@@ -6,6 +6,8 @@
 #include "common/reference.hpp"
 #include "fovea/loss/normalize.hpp"
 
+namespace test_l2_normalize {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 // Rows include a zero row, rows below eps and a row of size 1e6, so both branches of max(|x|, eps) are taken.
@@ -64,3 +66,5 @@ TEST(L2Normalize, RejectsBadArguments) {
                                             {"l2_normalize_backward", "grad_output (3, 5), input (3, 4)"}));
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { l2_normalize_backward(x, x, NAN); }, {"finite eps"}));
 }
+
+}  // namespace test_l2_normalize

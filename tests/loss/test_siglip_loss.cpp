@@ -10,9 +10,9 @@
 #include "common/reference.hpp"
 #include "fovea/loss.hpp"
 
-using namespace fovea;
+namespace test_siglip_loss {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 template <class T>
 Tensor<T, 2> random_embeddings(Index B, Index D, unsigned seed, double norm) {
@@ -105,8 +105,6 @@ void check_against_pytorch(const std::string& name, Index tile, int threads, dou
 }
 
 const char* const kCases[] = {"siglip_b1", "siglip_b5_d3", "siglip_b7_d16", "siglip_b33_d12", "siglip_b64_d24"};
-
-}  // namespace
 
 // float: each logit carries ~2^-24 (scale |x| |y| + |bias|) of rounding (scale 100, bias -5: ~1e-5), and the
 // loss and gradients inherit it; double: the same at 2^-53.
@@ -241,3 +239,5 @@ TEST(SiglipLoss, RejectsBadArgumentsWithTheShapes) {
   EXPECT_TRUE(throws_with<ShapeError>([&] { siglip_loss(a, bad, 10, 0); }, {"text row 1"}));
   EXPECT_TRUE(throws_with<ShapeError>([&] { siglip_loss(a, a, 1, 1e307); }, {"logits can reach", "|bias|", "double"}));
 }
+
+}  // namespace test_siglip_loss

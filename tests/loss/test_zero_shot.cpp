@@ -4,6 +4,8 @@
 #include "common/reference.hpp"
 #include "fovea/loss/zero_shot.hpp"
 
+namespace test_zero_shot {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 // float: logits at scale 100 carry ~1e-5 of rounding, and the probabilities inherit it relative to their
@@ -60,3 +62,5 @@ TEST(ZeroShot, RejectsBadArguments) {
   EXPECT_TRUE(throws_with<ShapeError>([&] { clip_zero_shot(bad, image, 1.f); }, {"image row 1", "column 2"}));
   EXPECT_TRUE(throws_with<ShapeError>([&] { clip_zero_shot(image, bad, 1.f); }, {"classes row 1"}));
 }
+
+}  // namespace test_zero_shot

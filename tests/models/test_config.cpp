@@ -8,9 +8,9 @@
 #include "common/reference.hpp"
 #include "fovea/models/config.hpp"
 
-using namespace fovea;
+namespace test_config {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const std::string kData = std::string(FOVEA_REF_DIR) + "/vit/";
 
@@ -21,8 +21,6 @@ std::string write_temp(const std::string& name, const std::string& text) {
   std::ofstream(path) << text;
   return path;
 }
-
-}  // namespace
 
 TEST(HfVisionConfig, FlatClipVisionConfig) {
   const HfVisionConfig c = read_hf_vision_config(kData + "clip_config.json");
@@ -114,3 +112,5 @@ TEST(HfVisionConfig, BadTypesNameTheKey) {
   for (const Case& c : cases)
     EXPECT_TRUE(test::throws_with<FormatError>([&] { parse(c.json); }, c.fragments)) << c.json;
 }
+
+}  // namespace test_config

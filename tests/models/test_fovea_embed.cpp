@@ -15,9 +15,9 @@
 #define FOVEA_EMBED_NO_MAIN
 #include "../../examples/fovea-embed.cpp"
 
-using namespace fovea;
+namespace test_fovea_embed {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const std::string kData = std::string(FOVEA_REF_DIR) + "/resnet/";
 const std::string kTmp = std::string(FOVEA_TEST_TMP) + "/fovea_embed_";
@@ -42,8 +42,6 @@ std::vector<std::string> resnet_args(const std::string& name, const std::string&
 }
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-}  // namespace
 
 TEST(FoveaEmbed, ResNetLogitsAndHiddenStatesMatchTorchvision) {
   const std::string out = kTmp + "logits.npy", hidden = kTmp + "hidden.npy";
@@ -210,8 +208,6 @@ TEST(FoveaEmbed, HelpDocumentsEveryFlag) {
 
 // --- repeated --input through the ViT families: packed, against one run per image ---------------------------
 
-namespace {
-
 const std::string kVit = std::string(FOVEA_REF_DIR) + "/vit/";
 
 // One random image (1, 3, h, w) as its own .npy file.
@@ -230,8 +226,6 @@ std::vector<std::string> vit_args(const std::string& arch, const std::string& na
   return {"--arch", arch, "--weights", kVit + name + ".safetensors", "--config", kVit + name + "_config.json",
           "--threads", "2"};
 }
-
-}  // namespace
 
 TEST(FoveaEmbed, RepeatedInputsEqualSeparateRuns) {
   // Four sizes on the patch-4, 16 x 16 reference towers: the configured one, non-square, a 7x7 grid (50
@@ -335,3 +329,5 @@ TEST(FoveaEmbed, RepeatedInputOverTheTokenBudget) {
             std::string::npos)
       << r.err;
 }
+
+}  // namespace test_fovea_embed

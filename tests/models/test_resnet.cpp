@@ -12,9 +12,9 @@
 #include "fovea/io/safetensors.hpp"
 #include "fovea/models/resnet.hpp"
 
-using namespace fovea;
+namespace test_resnet {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 std::string weights_path(const std::string& name) { return std::string(FOVEA_REF_DIR) + "/resnet/" + name + ".safetensors"; }
 
@@ -45,8 +45,6 @@ void check_model(const std::string& name, double rtol, int threads) {
   EXPECT_TRUE(test::all_close(model.forward(x, ctx), logits, 0, 0));
   EXPECT_TRUE(test::all_close(model.features(x, ctx), features, 0, 0));
 }
-
-}  // namespace
 
 TEST(ResNet, BasicBlockMatchesTorchvision) {
   for (int threads : {1, 2}) {
@@ -263,8 +261,6 @@ TEST(ResNet, UpdateParametersRefoldsAndKeepsShapes) {
       {"ResNet.update_parameters", "fc.bias (10) -> (11)"}));
 }
 
-namespace {
-
 // Fan-in-scaled normal weights and non-trivial BatchNorm statistics (as bench_resnet does), so that a net
 // without a reference file has O(1) activations through its depth.
 template <class T>
@@ -331,8 +327,6 @@ void check_winograd_model(double rtol) {
   EXPECT_FALSE(test::all_close(with2, with, 1e-3, 0));
 }
 
-}  // namespace
-
 // A net wide enough for conv2d's Winograd path (3x3 stride-1 convs with >= 16 channels and tiles), whole,
 // against the same model with Winograd switched off: the im2col path the torchvision tests above prove.
 // Tolerances as there (float 1e-4 of the largest logit: Winograd's per-layer error is ~3e-6 of the scale;
@@ -341,3 +335,5 @@ TEST(ResNet, WinogradLayersMatchIm2col) {
   check_winograd_model<float>(1e-4);
   check_winograd_model<double>(1e-10);
 }
+
+}  // namespace test_resnet

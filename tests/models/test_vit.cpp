@@ -26,9 +26,9 @@
 #define FOVEA_EMBED_NO_MAIN
 #include "../../examples/fovea-embed.cpp"
 
-using namespace fovea;
+namespace test_vit {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const std::string kDir = std::string(FOVEA_REF_DIR) + "/vit/";
 
@@ -87,8 +87,6 @@ template <class T>
 class VitParity : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(VitParity, Scalars);
-
-}  // namespace
 
 TYPED_TEST(VitParity, Torchvision) {
   using T = TypeParam;
@@ -375,8 +373,6 @@ TEST(VitBadInput, NotAVitFile) {
 
 // --- fovea-embed (the CLI's own source, in-process) ---------------------------------------------------------
 
-namespace {
-
 struct CliRun {
   int code;
   std::string out, err;
@@ -402,8 +398,6 @@ std::string one_image(const std::string& input, Index i) {
   write_npy(path, one);
   return path;
 }
-
-}  // namespace
 
 TEST(VitCli, EveryFamilyMatchesItsReference) {
   const std::pair<const char*, const char*> runs[] = {
@@ -504,3 +498,5 @@ TEST(VitCli, ErrorsNameTheirCause) {
     EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
   }
 }
+
+}  // namespace test_vit

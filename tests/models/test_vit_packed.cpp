@@ -23,9 +23,9 @@
 #include "fovea/models/config.hpp"
 #include "fovea/models/vit.hpp"
 
-using namespace fovea;
+namespace test_vit_packed {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const std::string kDir = std::string(FOVEA_REF_DIR) + "/vit/";
 
@@ -134,8 +134,6 @@ template <class T>
 class VitPacked : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(VitPacked, Scalars);
-
-}  // namespace
 
 TYPED_TEST(VitPacked, EveryImageAsIfAloneInAnyOrderAndBudget) {
   using T = TypeParam;
@@ -298,3 +296,5 @@ TEST(VitPackedBadInput, ImageSmallerThanAPatch) {
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { model.forward_packed({empty}); },
                                             {"images[0]", "a batch of at least one image, but got 0"}));
 }
+
+}  // namespace test_vit_packed

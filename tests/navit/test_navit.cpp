@@ -26,9 +26,9 @@
 #include "fovea/models/navit.hpp"
 #include "fovea/navit/patchify.hpp"
 
-using namespace fovea;
+namespace test_navit {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const std::string kDir = std::string(FOVEA_REF_DIR) + "/navit/";
 constexpr int kImages = 7;       // navit_image_<i>
@@ -466,4 +466,4 @@ TEST(NaViTErrors, Weights) {
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { NaViT<float>{bad}; }, {"NaViTConfig", "multiples of patch_size"}));
 }
 
-}  // namespace
+}  // namespace test_navit

@@ -4,8 +4,8 @@
 #include "fovea/navit/pack.hpp"
 #include "../common/reference.hpp"
 
-namespace fovea {
-namespace {
+namespace test_pack {
+using namespace fovea;
 
 TEST(PlanPacking, GreedyInInputOrder) {
   // 3 + 4 = 7 fits in 8; 5 does not fit after them, opens sequence 1; 2 still fits there (7); 8 opens 2.
@@ -75,5 +75,4 @@ TEST(PackTokens, BadInput) {
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { unpack_tokens(wrong, p); }, {"(1, 4, D)"}));
 }
 
-}  // namespace
-}  // namespace fovea
+}  // namespace test_pack

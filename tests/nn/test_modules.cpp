@@ -11,9 +11,9 @@
 #include "fovea/nn/conv2d.hpp"
 #include "fovea/nn/linear.hpp"
 
-using namespace fovea;
+namespace test_modules {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const std::string kModules = std::string(FOVEA_REF_DIR) + "/resnet/modules.safetensors";
 
@@ -58,8 +58,6 @@ void check_reference(double rtol) {
   EXPECT_TRUE(test::all_close(m.conv.forward(conv_x, one), test::load_ref<double, 4>("resnet", "module_conv_output"),
                               rtol, 0));
 }
-
-}  // namespace
 
 TEST(Modules, MatchTorchFloat) { check_reference<float>(1e-5); }
 // Double: the reference is float64 PyTorch on the same values; only summation order differs.
@@ -182,3 +180,5 @@ TEST(WeightLoader, AcceptsIgnoredNamesAndOtherFloatDtypes) {
   EXPECT_TRUE(test::throws_with<FormatError>([&] { bad.load(); },
                                              {"bn.num_batches_tracked: I64", "unexpected [conv.weight, conv.bias"}));
 }
+
+}  // namespace test_modules

@@ -19,9 +19,9 @@
 #include "fovea/nn/mlp.hpp"
 #include "fovea/nn/patch_embed.hpp"
 
-using namespace fovea;
+namespace test_transformer {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* kFamily = "transformer";
 
@@ -91,8 +91,6 @@ void check_block(const std::string& weights, const EncoderBlockNames& names) {
     EXPECT_TRUE(test::all_close(block.forward(x, ctx), expect, rtol<T>(), 0)) << threads << " threads";
   }
 }
-
-}  // namespace
 
 TEST(MultiheadAttention, MatchesTorchUnderEveryNaming) {
   check_mha<float>("mha", AttentionNames::torch());
@@ -325,3 +323,5 @@ TEST(Modules, RejectBadShapes) {
   EXPECT_TRUE(throws_with<ShapeError>([] { PatchEmbed<float>(3, 8, 0); },
                                       {"PatchEmbed: expected in_channels, embed_dim and patch_size >= 1", "patch_size (0, 0)"}));
 }
+
+}  // namespace test_transformer

@@ -10,9 +10,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/activation.hpp"
 
-using namespace fovea;
+namespace test_activation {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 // Tolerances, per element: |actual - expected| <= atol + rtol * cond * |expected| (relative to each value,
 // not to the tensor's maximum, so the far tails are checked too).
@@ -121,12 +121,8 @@ void check_all_cases() {
   check_case<T, 3>("r3_huge");
 }
 
-}  // namespace
-
 TEST(Activation, MatchesPyTorchFloat) { check_all_cases<float>(); }
 TEST(Activation, MatchesPyTorchDouble) { check_all_cases<double>(); }
-
-namespace {
 
 // Distance from the long double truth in units of T's ulp at the truth (truths here are normal numbers).
 template <class T>
@@ -170,14 +166,10 @@ void check_ulps() {
             5.0);
 }
 
-}  // namespace
-
 TEST(Activation, KernelsWithinUlpsOfLongDouble) {
   check_ulps<float>();
   check_ulps<double>();
 }
-
-namespace {
 
 template <class T>
 void check_special() {
@@ -215,8 +207,6 @@ void check_special() {
   EXPECT_TRUE(std::isnan(detail::normal_cdf(nan)));
   EXPECT_TRUE(std::isnan(detail::sigmoid(nan)));
 }
-
-}  // namespace
 
 TEST(Activation, InfinitiesNaNAndHugeValues) {
   check_special<float>();
@@ -284,3 +274,5 @@ TEST(Activation, RejectsUnknownApproximate) {
   // The check runs before any compute: the in-place input is untouched.
   for (Index i = 0; i < x.size(); ++i) EXPECT_EQ(x.data()[i], -1.f);
 }
+
+}  // namespace test_activation

@@ -10,9 +10,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/attention.hpp"
 
-using namespace fovea;
+namespace test_attention {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* kFamily = "attention";
 
@@ -98,8 +98,6 @@ Tensor<double, 4> naive_attention(const Tensor<T, 4>& q, const Tensor<T, 4>& k, 
       }
   return out;
 }
-
-}  // namespace
 
 TEST(ScaledDotProductAttention, MatchesPyTorch) {
   check_case<float>("self_b2", MaskKind::none);
@@ -318,3 +316,5 @@ TEST(ScaledDotProductAttention, RejectsBadShapes) {
       {op, "expected segment ids of shape (B, Nq) = (2, 5) for queries and (B, Nk) = (2, 7) for keys",
        "segments q_ids (2, 5), k_ids (2, 6)"}));
 }
+
+}  // namespace test_attention

@@ -7,9 +7,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/conv2d.hpp"
 
-using namespace fovea;
+namespace test_conv2d {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 // Mirrors CASES in tests/reference/ref_conv2d.py (shapes come from the files, options from here).
 struct Case {
@@ -147,8 +147,6 @@ Tensor<T, 1> random_vector(Index n, unsigned seed) {
   for (Index i = 0; i < n; ++i) t(i) = T(nd(rng));
   return t;
 }
-
-}  // namespace
 
 // float against the float64 truth. The inputs are the same float32 values PyTorch used, so the only
 // error is float accumulation over K = C/groups * kH * kW (<= 768) products of O(1) terms: about
@@ -501,3 +499,5 @@ TEST(Conv2d, BadInputThrowsShapeError) {
       },
       {"conv2d: expected non-null input and output pointers", "input (1, 3, 8, 8)"}));
 }
+
+}  // namespace test_conv2d

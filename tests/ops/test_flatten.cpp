@@ -5,9 +5,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/flatten.hpp"
 
-using namespace fovea;
+namespace test_flatten {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 template <class T>
 Tensor<T, 4> iota4(Index a, Index b, Index c, Index d) {
@@ -50,8 +50,6 @@ void check_flatten() {
   EXPECT_EQ(lead.dimension(0), 6);
   EXPECT_EQ(lead(5, 3, 4), x(1, 2, 3, 4));
 }
-
-}  // namespace
 
 TEST(Flatten, MergesRowMajorRuns) {
   check_flatten<float>();
@@ -105,3 +103,5 @@ TEST(Flatten, RejectsBadRangesAndRanks) {
   Tensor<float, 0> s;
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { flatten<1>(s); }, {"flatten:", "start_dim in [-1, 0]", "got 1"}));
 }
+
+}  // namespace test_flatten

@@ -7,9 +7,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/interpolate.hpp"
 
-using namespace fovea;
+namespace test_interpolate {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* kFamily = "interpolate";
 
@@ -48,8 +48,6 @@ void check_pos(const std::string& name, Index prefix, Size2 old_grid, Size2 new_
     for (Index i = 0; i < prefix * pos.dimension(1); ++i) ASSERT_EQ(out.data()[i], pos.data()[i]);
   }
 }
-
-}  // namespace
 
 TEST(Interpolate, MatchesPyTorch) {
   const std::pair<const char*, std::array<Index, 2>> cases[] = {
@@ -107,3 +105,5 @@ TEST(Interpolate, RejectsBadArguments) {
   EXPECT_TRUE(throws_with<ShapeError>([&] { interpolate_pos_embed(pos, 1, {4, 6}, {7, 7}, "area"); },
                                       {"interpolate_pos_embed: expected mode 'bicubic' or 'bilinear', but got 'area'"}));
 }
+
+}  // namespace test_interpolate

@@ -6,9 +6,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/linear.hpp"
 
-using namespace fovea;
+namespace test_linear {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* kFamily = "linear";
 
@@ -69,8 +69,6 @@ void check_backward(const std::string& name) {
     EXPECT_TRUE(test::all_close(db, db_ref, rtol<T>(), 0)) << "db, " << threads << " threads";
   }
 }
-
-}  // namespace
 
 TEST(Linear, MatchesPyTorch) {
   check_forward<float, 1>("r1", true);
@@ -236,3 +234,5 @@ TEST(Linear, BackwardRejectsBadShapes) {
       [&] { detail::linear_backward(dout, x, w, &dx, &dw, &db_bad); },
       {"linear_backward: expected dbias of size weight.size(0) (7), but got (6)", "dbias (6)"}));
 }
+
+}  // namespace test_linear

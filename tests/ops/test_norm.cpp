@@ -8,9 +8,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/norm.hpp"
 
-using namespace fovea;
+namespace test_norm {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* kFamily = "norm";
 
@@ -143,8 +143,6 @@ Tensor<double, 4> naive_conv(const Tensor<double, 4>& x, const Tensor<double, 4>
         }
   return y;
 }
-
-}  // namespace
 
 TEST(BatchNorm, MatchesPyTorch) {
   batch_norm_all<float>();
@@ -385,3 +383,5 @@ TEST(FoldBatchNorm, RejectsBadArguments) {
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { detail::fold_batch_norm(w, nullptr, c4, c4, c4, c4, -1.0f); },
                                             {"fold_batch_norm: expected eps >= 0"}));
 }
+
+}  // namespace test_norm

@@ -10,9 +10,9 @@
 #include "fovea/ops/linear.hpp"
 #include "fovea/ops/patch_embed.hpp"
 
-using namespace fovea;
+namespace test_patch_embed {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* kFamily = "patch_embed";
 
@@ -59,8 +59,6 @@ void check_linear_map(const std::string& name, bool with_bias) {
   EXPECT_TRUE(test::all_close(direct, via_linear, std::is_same_v<T, float> ? 1e-6 : 1e-14, 0));
   EXPECT_TRUE(test::all_close(via_linear, test::load_ref<double, 3>(kFamily, name + "_out"), rtol<T>(), 0));
 }
-
-}  // namespace
 
 TEST(PatchEmbed, MatchesConv2dFlattenTranspose) {
   for (const auto& [name, with_bias] : {std::pair<const char*, bool>{"p4_b2", true},
@@ -181,3 +179,5 @@ TEST(PatchEmbed, RejectsBadShapes) {
   EXPECT_TRUE(throws_with<ShapeError>([&] { patch_embed(x, w, b, cls, Tensor<float, 2>(13, 6)); },
                                       {"patch_embed: expected pos_embed.size(1) == weight.size(0) (5), but got 6"}));
 }
+
+}  // namespace test_patch_embed

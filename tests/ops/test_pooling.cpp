@@ -9,9 +9,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/pooling.hpp"
 
-using namespace fovea;
+namespace test_pooling {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 const char* const kFamily = "pooling";
 
@@ -240,8 +240,6 @@ void check_random_sweep() {
   EXPECT_GT(rejected, 0);
 }
 
-}  // namespace
-
 TEST(Pooling, MaxPool2dMatchesPyTorch) {
   check_max_references<float>();
   check_max_references<double>();
@@ -434,3 +432,5 @@ TEST(Pooling, AdaptiveRejectsBadArgumentsWithShapes) {
       },
       {"adaptive_avg_pool2d: output_size too large"}));
 }
+
+}  // namespace test_pooling

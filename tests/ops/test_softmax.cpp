@@ -8,9 +8,9 @@
 #include "common/reference.hpp"
 #include "fovea/ops/softmax.hpp"
 
-using namespace fovea;
+namespace test_softmax {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 // Tolerances, per element, with m the row maximum and c = 1 + |x - m|:
 //   softmax:      |actual - expected| <= atol + rtol * c * |expected|
@@ -91,8 +91,6 @@ void check_all_cases() {
   check_case<T, 3>("r3_huge");
   check_case<T, 3>("r3_masked");
 }
-
-}  // namespace
 
 TEST(Softmax, MatchesPyTorchFloat) { check_all_cases<float>(); }
 TEST(Softmax, MatchesPyTorchDouble) { check_all_cases<double>(); }
@@ -179,3 +177,5 @@ TEST(Softmax, RejectsDimOutOfRange) {
                                             {"log_softmax:", "[-4, 3]", "got -5", "(2, 3, 4, 5)"}));
   EXPECT_TRUE(test::throws_with<ShapeError>([&] { softmax(x4, 4); }, {"softmax:", "[-4, 3]", "got 4"}));
 }
+
+}  // namespace test_softmax

@@ -14,9 +14,9 @@
 #include "fovea/ops/conv2d.hpp"
 #include "fovea/ops/winograd.hpp"
 
-using namespace fovea;
+namespace test_winograd {  // one per test file: a directory's tests build as one translation unit
 
-namespace {
+using namespace fovea;
 
 // The cases of ref_conv2d.py that Winograd applies to (3x3, stride 1, dilation 1, groups 1; all padding 1).
 const char* const kRefCases[] = {"k3_pad1", "many_tiles", "small_spatial", "small_spatial_b1"};
@@ -110,8 +110,6 @@ double relative_error(const A& actual, const Tensor<double, 4>& expected) {
   }
   return worst / scale;
 }
-
-}  // namespace
 
 // Float against PyTorch's float64 conv, every plan, 1 to 3 threads. The tolerance is conv2d's float one
 // (1e-5 of the largest output; test_conv2d). Winograd's own error is larger than a direct sum's: the
@@ -336,3 +334,5 @@ TEST(Winograd, ChosenForLargeStrideOneLayersOnly) {
   EXPECT_EQ(algo(1, 64, 56, 64, 3, same, true), A::im2col);
   detail::conv2d_winograd_enabled() = true;
 }
+
+}  // namespace test_winograd
