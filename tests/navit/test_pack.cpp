@@ -4,7 +4,8 @@
 #include "fovea/navit/pack.hpp"
 #include "../common/reference.hpp"
 
-namespace test_pack {
+namespace test_pack {  // one per test file: a directory's tests build as one translation unit
+
 using namespace fovea;
 
 TEST(PlanPacking, GreedyInInputOrder) {
